@@ -1,0 +1,54 @@
+"""Phoenix Channels for Python: the Phoenix wire protocol, channels, sockets and PubSub.
+
+The official Phoenix JavaScript client (and every other Phoenix client)
+talks to these servers unchanged. Start with :class:`Channel`,
+:class:`Socket` and :class:`Endpoint`; see the README for a tour.
+"""
+
+from .channel import Channel, ChannelReply, SocketRef, Stop, reply, stop
+from .endpoint import Endpoint
+from .errors import (
+    BroadcastError,
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    JoinError,
+    NotJoinedError,
+    PhoenixChannelsError,
+    RemoteError,
+    UsageError,
+    WebSocketError,
+)
+from .protocol import Broadcast, Message, Reply
+from .pubsub import LocalAdapter, PubSub, Subscription
+from .socket import Socket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Broadcast",
+    "BroadcastError",
+    "Channel",
+    "ChannelReply",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "Endpoint",
+    "JoinError",
+    "LocalAdapter",
+    "Message",
+    "NotJoinedError",
+    "PhoenixChannelsError",
+    "PubSub",
+    "RemoteError",
+    "Reply",
+    "Socket",
+    "SocketRef",
+    "Stop",
+    "Subscription",
+    "UsageError",
+    "WebSocketError",
+    "__version__",
+    "reply",
+    "stop",
+]

@@ -1,0 +1,451 @@
+"""Channels: the user's code for one joined topic, and the server that runs it.
+
+Each joined topic on each connection has its own :class:`Channel` instance,
+the counterpart of a Phoenix channel process. Its messages (client pushes,
+intercepted broadcasts, ``send`` messages, stop requests) wait in a mailbox
+and run one at a time, in order, in a task that exists only while there is
+work: an idle channel holds no task and no queue.
+
+An exception in a callback ends that channel alone: ``terminate`` runs, the
+client gets ``phx_error`` and rejoins. A stop with a graceful reason
+(``"normal"``, ``"shutdown"`` or ``"shutdown:<anything>"``) sends
+``phx_close`` first and then runs ``terminate``; any other reason counts as a
+crash.
+
+Callbacks return values instead of tuples::
+
+    return reply("ok", {"n": 1})        # answer the client's push
+    return None                         # no answer
+    return stop("normal", reply("ok"))  # answer, then stop (phx_close)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import EncodeError, JoinError, NotJoinedError, UsageError
+from .protocol import Broadcast, Message, Ref
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .socket import Socket
+
+__all__ = ["Channel", "ChannelReply", "SocketRef", "Stop", "is_graceful", "reply", "stop"]
+
+log = logging.getLogger("phoenix_channels.channel")
+
+_JOINING, _JOINED, _TERMINATING, _STOPPED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReply:
+    """A reply to a client push; build it with :func:`reply`."""
+
+    status: str
+    response: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A request to stop the channel; build it with :func:`stop`."""
+
+    reason: Any
+    reply: ChannelReply | None = None
+
+
+def reply(status: str, response: Any = None) -> ChannelReply:
+    """Answer the push being handled: ``{"status": status, "response": response or {}}``.
+
+    ``response`` may be any JSON value, or ``bytes`` (a binary reply frame for V2 clients).
+    """
+    if type(status) is not str:
+        raise UsageError(f"reply status must be a str such as 'ok' or 'error', got {status!r}")
+    return ChannelReply(status, {} if response is None else response)
+
+
+def stop(reason: Any = "normal", reply: ChannelReply | None = None) -> Stop:
+    """Stop the channel with ``reason``, after sending ``reply`` if given."""
+    if reply is not None and type(reply) is not ChannelReply:
+        raise UsageError("stop(reason, reply=...) takes a reply(...) value")
+    return Stop(reason, reply)
+
+
+def is_graceful(reason: Any) -> bool:
+    """Whether a stop reason ends the channel cleanly (``phx_close``) or not (``phx_error``)."""
+    return reason in ("normal", "shutdown") or (
+        type(reason) is str and reason.startswith("shutdown:")
+    )
+
+
+class SocketRef:
+    """Where to send a late reply: taken in ``handle_in`` with :meth:`Channel.socket_ref`."""
+
+    __slots__ = ("join_ref", "ref", "socket", "topic")
+
+    def __init__(self, socket: Socket, topic: str, join_ref: Ref, ref: Ref) -> None:
+        self.socket, self.topic, self.join_ref, self.ref = socket, topic, join_ref, ref
+
+    async def reply(self, status: str, response: Any = None) -> None:
+        """Send ``phx_reply`` for the original push; a no-op once the connection is gone."""
+        value = reply(status, response)
+        self.socket._send(
+            self.socket._encoder.reply(
+                self.join_ref, self.ref, self.topic, value.status, value.response
+            )
+        )
+
+
+class Channel:
+    """Subclass it and route topics to it from a :class:`~phoenix_channels.Socket`.
+
+    Override ``join`` (required), and as needed ``handle_in``, ``handle_out``
+    (for events listed in :attr:`intercept`), ``handle_info`` and ``terminate``.
+    Inside, ``self.topic``, ``self.join_ref``, ``self.socket`` (the connection)
+    and ``self.assigns`` (this channel's own copy of the socket's assigns)
+    are available.
+    """
+
+    intercept: ClassVar[Collection[str]] = ()
+    """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
+
+    _intercepts: ClassVar[frozenset[str] | None] = None
+
+    __slots__ = (
+        "__dict__",
+        "_assigns",
+        "_extra",
+        "_mailbox",
+        "_ref",
+        "_state",
+        "_task",
+        "_timers",
+        "join_ref",
+        "socket",
+        "topic",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.intercept, str):
+            raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
+        cls._intercepts = frozenset(cls.intercept) or None
+        if cls.handle_out is not Channel.handle_out and not cls._intercepts:
+            log.warning(
+                "%s defines handle_out but intercepts no event; list the events in "
+                "`intercept = [...]` or handle_out is never called",
+                cls.__name__,
+            )
+
+    def __init__(
+        self, socket: Socket, topic: str, join_ref: Ref, assigns: dict[str, Any] | None = None
+    ) -> None:
+        self.socket = socket
+        self.topic = topic
+        self.join_ref = join_ref
+        self._assigns = assigns
+        self._state = _JOINING
+        self._mailbox: deque[tuple[str, Any]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ref: Ref = None
+        self._timers: set[asyncio.TimerHandle] | None = None
+        self._extra: set[str] | None = None
+
+    # -- callbacks to override -----------------------------------------------
+
+    async def join(self, topic: str, payload: Any) -> Any:
+        """Accept (return the reply response, ``None`` for ``{}``) or refuse (raise JoinError)."""
+        raise NotImplementedError(f"{type(self).__name__} must define `async def join`")
+
+    async def handle_in(self, event: str, payload: Any) -> ChannelReply | Stop | None:
+        """A push from the client; return :func:`reply`, :func:`stop` or ``None``."""
+        raise UsageError(f"{type(self).__name__} has no handle_in for event {event!r}")
+
+    async def handle_out(self, event: str, payload: Any) -> Stop | None:
+        """An intercepted broadcast; the default pushes it on unchanged."""
+        await self.push(event, payload)
+        return None
+
+    async def handle_info(self, message: Any) -> Stop | None:
+        """A message from :meth:`send`, :meth:`send_after` or an extra subscription."""
+        log.warning(
+            "%s on %r got an unexpected message: %r; define handle_info",
+            type(self).__name__,
+            self.topic,
+            message,
+        )
+        return None
+
+    async def terminate(self, reason: Any) -> None:
+        """The channel is ending (left, closed, stopped, crashed: the exception)."""
+
+    # -- the API for callbacks ------------------------------------------------
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.socket.endpoint
+
+    @property
+    def assigns(self) -> dict[str, Any]:
+        if self._assigns is None:
+            self._assigns = {}
+        return self._assigns
+
+    @property
+    def joined(self) -> bool:
+        return self._state == _JOINED
+
+    def _check_joined(self, what: str) -> None:
+        if self._state == _JOINING:
+            raise NotJoinedError(
+                f"{what} during join on {self.topic!r}: the client has no channel yet. "
+                "Call self.send(message) in join and do it from handle_info (after the join reply)"
+            )
+        if self._state == _STOPPED:
+            raise NotJoinedError(f"{what} on {self.topic!r}: the channel has stopped")
+
+    async def push(self, event: str, payload: Any) -> None:
+        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client."""
+        self._check_joined("push")
+        sock = self.socket
+        sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+
+    async def broadcast(self, event: str, payload: Any) -> None:
+        """Send to every subscriber of this channel's topic, on every node, this one included."""
+        self._check_joined("broadcast")
+        await self.socket.endpoint.broadcast(self.topic, event, payload)
+
+    async def broadcast_from(self, event: str, payload: Any) -> None:
+        """Like :meth:`broadcast`, but this channel's own client does not get it."""
+        self._check_joined("broadcast_from")
+        await self.socket.endpoint.broadcast_from(self, self.topic, event, payload)
+
+    def socket_ref(self) -> SocketRef:
+        """A handle to answer the push being handled later, from any task."""
+        self._check_joined("socket_ref")
+        if self._ref is None:
+            raise UsageError("socket_ref() works only inside handle_in, for a push with a ref")
+        return SocketRef(self.socket, self.topic, self.join_ref, self._ref)
+
+    def send(self, message: Any) -> None:
+        """Queue ``message`` for :meth:`handle_info`, after what is already queued."""
+        self._enqueue("info", message)
+
+    def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
+        """Queue ``message`` for :meth:`handle_info` in ``delay`` seconds (cancellable)."""
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = set()
+
+        def fire() -> None:
+            timers.discard(handle)
+            self._enqueue("info", message)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        timers.add(handle)
+        return handle
+
+    def stop(self, reason: Any = "normal") -> None:
+        """Ask the channel to stop, after the messages already queued."""
+        self._enqueue("stop", reason)
+
+    def subscribe(self, topic: str) -> None:
+        """Receive the broadcasts of another topic in :meth:`handle_info` (as ``Broadcast``)."""
+        if self._extra is None:
+            self._extra = set()
+        self._extra.add(topic)
+        self.socket.endpoint.pubsub.subscribe(topic, self._deliver_info)
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._extra is not None:
+            self._extra.discard(topic)
+        self.socket.endpoint.pubsub.unsubscribe(topic, self._deliver_info)
+
+    # -- the runtime ----------------------------------------------------------
+
+    def _deliver_info(self, message: Any) -> None:
+        self._enqueue("info", message)
+
+    def _intercepted(self, broadcast: Broadcast) -> None:
+        self._enqueue("out", broadcast)
+
+    def _enqueue(self, kind: str, value: Any) -> None:
+        if self._state >= _TERMINATING:
+            return
+        box = self._mailbox
+        if box is None:
+            box = self._mailbox = deque()
+        box.append((kind, value))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        box = self._mailbox
+        try:
+            while box and self._state < _TERMINATING:
+                kind, value = box.popleft()
+                try:
+                    await self._dispatch(kind, value)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._crash(exc)
+        finally:
+            self._task = None
+            if self._mailbox is box and not box:
+                self._mailbox = None
+
+    async def _dispatch(self, kind: str, value: Any) -> None:
+        if kind == "in":
+            msg: Message = value
+            self._ref = msg.ref
+            try:
+                result = await self.handle_in(msg.event, msg.payload)
+            finally:
+                self._ref = None
+            await self._outcome(result, msg.ref, "handle_in")
+        elif kind == "out":
+            await self._outcome(
+                await self.handle_out(value.event, value.payload), None, "handle_out"
+            )
+        elif kind == "info":
+            await self._outcome(await self.handle_info(value), None, "handle_info")
+        elif kind == "join":
+            await self._join(value)
+        elif kind == "leave":
+            self.socket._send(
+                self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
+            )
+            await self._stop("shutdown:left")
+        elif kind == "stop":
+            await self._stop(value)
+        elif kind == "close":
+            await self._finish(value)
+
+    async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
+        if result is None:
+            return
+        if type(result) is ChannelReply:
+            if callback != "handle_in":
+                raise UsageError(f"{callback} cannot reply (no client push to answer); use push")
+            self._reply(ref, result)
+        elif type(result) is Stop:
+            if result.reply is not None:
+                self._reply(ref, result.reply)
+            await self._stop(result.reason)
+        else:
+            raise UsageError(
+                f"{type(self).__name__}.{callback} returned {result!r}; "
+                "return reply(...), stop(...) or None"
+            )
+
+    def _reply(self, ref: Ref, value: ChannelReply) -> None:
+        sock = self.socket
+        sock._send(
+            sock._encoder.reply(self.join_ref, ref, self.topic, value.status, value.response)
+        )
+
+    async def _join(self, msg: Message) -> None:
+        sock = self.socket
+        try:
+            response = await self.join(msg.topic, msg.payload)
+        except JoinError as exc:
+            self._state = _TERMINATING
+            sock._join_done(self, msg, "error", exc.response)
+            await self._finish("shutdown")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s.join crashed on %r", type(self).__name__, msg.topic)
+            self._shutdown()
+            sock._join_done(self, msg, "error", {"reason": "join crashed"})
+            return
+        self._state = _JOINED
+        if not sock._join_done(self, msg, "ok", {} if response is None else response):
+            self._shutdown()
+
+    async def _stop(self, reason: Any) -> None:
+        graceful = is_graceful(reason)
+        if not graceful:
+            log.error("%s on %r stopped with reason %r", type(self).__name__, self.topic, reason)
+        self._state = _TERMINATING
+        self._unsubscribe_all()
+        if graceful:
+            self.socket._channel_stopped(self, graceful=True)
+            await self._finish(reason)
+        else:
+            await self._finish(reason)
+            self.socket._channel_stopped(self, graceful=False)
+
+    async def _crash(self, exc: BaseException) -> None:
+        log.error("%s on %r crashed", type(self).__name__, self.topic, exc_info=exc)
+        if self._state == _STOPPED:
+            return
+        self._state = _TERMINATING
+        self._unsubscribe_all()
+        await self._finish(exc)
+        self.socket._channel_stopped(self, graceful=False)
+
+    async def _finish(self, reason: Any) -> None:
+        """Run terminate (pushes are still allowed in it), then stop for good."""
+        if self._state == _STOPPED:
+            return
+        self._state = _TERMINATING
+        self._unsubscribe_all()
+        try:
+            await self.terminate(reason)
+        except Exception:
+            log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._state = _STOPPED
+        self._unsubscribe_all()
+        self._mailbox = None
+        if self._timers:
+            for handle in self._timers:
+                handle.cancel()
+            self._timers = None
+
+    def _unsubscribe_all(self) -> None:
+        pubsub = self.socket.endpoint.pubsub
+        pubsub.unsubscribe(self.topic, self)
+        if self._extra:
+            for topic in self._extra:
+                pubsub.unsubscribe(topic, self._deliver_info)
+            self._extra = None
+
+    # -- called by the socket ---------------------------------------------------
+
+    def _socket_closed(self, reason: Any) -> None:
+        """The connection is gone: drop queued work and run terminate(reason)."""
+        if self._state >= _TERMINATING:
+            return
+        self._unsubscribe_all()
+        if self._mailbox:
+            self._mailbox.clear()
+        self._enqueue("close", reason)
+
+    def _kill(self) -> None:
+        """End at once, without terminate (a duplicate join replaced this channel)."""
+        self._shutdown()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def __repr__(self) -> str:
+        state = ("joining", "joined", "terminating", "stopped")[self._state]
+        return f"<{type(self).__name__} {self.topic!r} join_ref={self.join_ref!r} {state}>"
+
+
+def check_payload(payload: Any) -> None:
+    """Broadcast payloads must be dicts (JSON) or bytes (binary frames)."""
+    if not isinstance(payload, dict | bytes):
+        raise EncodeError(
+            f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
+        )

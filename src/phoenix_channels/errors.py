@@ -1,0 +1,96 @@
+"""Every exception phoenix-channels raises, in one place.
+
+The hierarchy separates what a remote peer did wrong (a malformed frame, a
+bad handshake) from what the application did wrong (a push before join, a
+payload that cannot be encoded, a bad option), so that callers can tell a
+hostile client from a bug in their own code::
+
+    PhoenixChannelsError
+    ├── RemoteError                 the peer broke the protocol
+    │   ├── DecodeError             a frame that no serializer accepts
+    │   └── WebSocketError          RFC 6455 framing broken (carries a close code)
+    ├── UsageError                  the application misused the API
+    │   ├── ConfigurationError      invalid option or route, found at startup
+    │   ├── EncodeError             a value that cannot go on the wire
+    │   └── NotJoinedError          push/broadcast/socket_ref before the join finished
+    ├── JoinError                   raised by ``Channel.join`` to refuse a join
+    └── BroadcastError              the PubSub adapter could not publish
+
+``JoinError`` is not a failure of the library: it is how a channel says "no"
+and carries the response the client receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BroadcastError",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "JoinError",
+    "NotJoinedError",
+    "PhoenixChannelsError",
+    "RemoteError",
+    "UsageError",
+    "WebSocketError",
+]
+
+
+class PhoenixChannelsError(Exception):
+    """Base class of every error raised by phoenix-channels."""
+
+
+class RemoteError(PhoenixChannelsError):
+    """The remote peer sent something the protocol does not allow."""
+
+
+class DecodeError(RemoteError):
+    """A frame could not be decoded into a message.
+
+    The connection that sent it is closed (code 1011, or 1007 for invalid
+    UTF-8); no other connection or channel is affected.
+    """
+
+
+class WebSocketError(RemoteError):
+    """A WebSocket framing rule was broken; ``code`` is the close code to send."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class UsageError(PhoenixChannelsError):
+    """The application used the API in a way it does not support."""
+
+
+class ConfigurationError(UsageError):
+    """An option, route or setting is invalid; raised when it is defined."""
+
+
+class EncodeError(UsageError):
+    """A value cannot be encoded for the wire (wrong type, field too long)."""
+
+
+class NotJoinedError(UsageError):
+    """The channel is not joined yet (or any more) for this operation."""
+
+
+class JoinError(PhoenixChannelsError):
+    """Raise from ``Channel.join`` to refuse the join.
+
+    ``response`` is sent to the client as the error reply's response, e.g.
+    ``raise JoinError({"reason": "unauthorized"})`` gives
+    ``{"status": "error", "response": {"reason": "unauthorized"}}``.
+    """
+
+    def __init__(self, response: Any = None) -> None:
+        self.response: Any = {} if response is None else response
+        super().__init__(f"join refused: {self.response!r}")
+
+
+class BroadcastError(PhoenixChannelsError):
+    """The PubSub adapter failed to publish a broadcast."""

@@ -1,0 +1,262 @@
+"""PubSub: topics, subscribers and broadcasts, on one node or across a cluster.
+
+One API (:class:`PubSub`) in front of an :class:`Adapter` that carries
+broadcasts to other nodes. The default :class:`LocalAdapter` has no other
+nodes: everything stays in the process.
+
+Two kinds of subscription share the registry:
+
+* plain ones: a callback receives every message published on the topic;
+* fast-lane ones, made by channels: a :class:`Broadcast` is encoded once per
+  frame encoder (serializer and transport framing) and the ready frame is
+  written straight to each subscriber's connection. Only subscribers that
+  intercept the event get the message itself, through their channel.
+
+Subscribing the same subscriber to a topic twice keeps one subscription
+(Phoenix delivers duplicates there; we make the mistake impossible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Hashable
+from typing import Any, Protocol
+
+from ..errors import BroadcastError, ConfigurationError
+from ..protocol.messages import Broadcast
+
+__all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
+
+log = logging.getLogger("phoenix_channels.pubsub")
+
+Callback = Callable[[Any], None]
+
+
+class Adapter(Protocol):
+    """Carries broadcasts between nodes; the registry of subscribers stays local.
+
+    ``broadcast`` sends to every *other* node, ``direct_broadcast`` to one
+    node by name. A receiving node calls :meth:`PubSub.local_broadcast`.
+    ``topic_added``/``topic_removed`` say when this node gains its first, or
+    loses its last, subscriber of a topic, so an adapter can subscribe on its
+    engine per topic.
+    """
+
+    node_name: str
+
+    async def start(self, pubsub: PubSub) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def broadcast(self, topic: str, message: Any) -> None: ...
+
+    async def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None: ...
+
+    def topic_added(self, topic: str) -> None: ...
+
+    def topic_removed(self, topic: str) -> None: ...
+
+
+class LocalAdapter:
+    """The embedded default: one node, no network."""
+
+    def __init__(self, node_name: str | None = None) -> None:
+        self.node_name = node_name or f"local-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    async def start(self, pubsub: PubSub) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def broadcast(self, topic: str, message: Any) -> None:
+        return None
+
+    async def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
+        return None
+
+    def topic_added(self, topic: str) -> None:
+        return None
+
+    def topic_removed(self, topic: str) -> None:
+        return None
+
+
+# An entry: (owner, target, encoder, intercepts). For plain subscriptions the
+# owner is the callback itself and encoder is None; for the fast lane, target
+# writes a ready frame and owner is the channel (it receives intercepted events).
+_Entry = tuple[Any, Callable[[Any], None], Any, frozenset[str] | None]
+
+
+class PubSub:
+    """Subscribe to topics and broadcast to them.
+
+    ``broadcast`` reaches every subscriber on every node (this one included);
+    ``broadcast_from`` skips one subscriber; ``local_broadcast`` stays on this
+    node; ``direct_broadcast`` reaches one named node.
+    """
+
+    def __init__(self, adapter: Adapter | None = None) -> None:
+        self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
+        self._topics: dict[str, dict[Hashable, _Entry]] = {}
+        self._started = False
+
+    @property
+    def node_name(self) -> str:
+        return self.adapter.node_name
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.adapter.start(self)
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.adapter.stop()
+
+    # -- the registry --------------------------------------------------------
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        """Call ``callback(message)`` for every message published on ``topic``."""
+        self._add(topic, callback, (callback, callback, None, None))
+
+    def unsubscribe(self, topic: str, subscriber: Hashable) -> None:
+        """Remove ``subscriber`` (a callback, or a channel) from ``topic``; no-op if absent."""
+        subs = self._topics.get(topic)
+        if subs is not None and subs.pop(subscriber, None) is not None and not subs:
+            del self._topics[topic]
+            self.adapter.topic_removed(topic)
+
+    def subscribe_fastlane(
+        self,
+        topic: str,
+        owner: Hashable,
+        write: Callable[[Any], None],
+        encoder: Hashable,
+        intercepts: frozenset[str] | None,
+    ) -> None:
+        """Subscribe a channel: broadcasts are encoded by ``encoder`` and given to ``write``.
+
+        Events in ``intercepts`` go to ``owner._intercepted(broadcast)`` instead.
+        """
+        self._add(topic, owner, (owner, write, encoder, intercepts))
+
+    def _add(self, topic: str, key: Hashable, entry: _Entry) -> None:
+        if type(topic) is not str:
+            raise ConfigurationError(f"topic must be a str, got {topic!r}")
+        subs = self._topics.get(topic)
+        if subs is None:
+            subs = self._topics[topic] = {}
+            self.adapter.topic_added(topic)
+        subs[key] = entry
+
+    def subscribers(self, topic: str) -> int:
+        """How many subscribers ``topic`` has on this node."""
+        subs = self._topics.get(topic)
+        return len(subs) if subs else 0
+
+    def topics(self) -> int:
+        """How many topics have subscribers on this node."""
+        return len(self._topics)
+
+    def subscription(self, topic: str, maxsize: int = 1000) -> Subscription:
+        """An async iterator over the messages of ``topic`` (use with ``async with``)."""
+        return Subscription(self, topic, maxsize)
+
+    # -- publishing -----------------------------------------------------------
+
+    async def broadcast(self, topic: str, message: Any, *, from_: Hashable = None) -> None:
+        """Deliver to every subscriber on every node; ``from_`` is skipped.
+
+        Raises :class:`BroadcastError` if the adapter cannot publish; local
+        subscribers then get nothing either, as in Phoenix.
+        """
+        try:
+            await self.adapter.broadcast(topic, message)
+        except BroadcastError:
+            raise
+        except Exception as exc:  # an adapter's own failure, mapped at the boundary
+            raise BroadcastError(f"broadcast on {topic!r} failed: {exc}") from exc
+        self.local_broadcast(topic, message, from_=from_)
+
+    async def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
+        """Deliver to the subscribers of ``topic`` on the node named ``node_name`` only."""
+        if node_name == self.node_name:
+            self.local_broadcast(topic, message)
+            return
+        try:
+            await self.adapter.direct_broadcast(node_name, topic, message)
+        except BroadcastError:
+            raise
+        except Exception as exc:
+            raise BroadcastError(f"direct broadcast to {node_name!r} failed: {exc}") from exc
+
+    def local_broadcast(self, topic: str, message: Any, *, from_: Hashable = None) -> None:
+        """Deliver to this node's subscribers of ``topic``, skipping ``from_``."""
+        subs = self._topics.get(topic)
+        if not subs:
+            return
+        if type(message) is not Broadcast:
+            for owner, target, _enc, _icp in tuple(subs.values()):
+                if owner is not from_:
+                    target(message)
+            return
+        # The fast lane: one encoding per encoder, shared by every subscriber.
+        frames: dict[Any, Any] = {}
+        event = message.event
+        for owner, target, encoder, intercepts in tuple(subs.values()):
+            if owner is from_:
+                continue
+            if encoder is None:
+                target(message)
+            elif intercepts is not None and event in intercepts:
+                owner._intercepted(message)
+            else:
+                frame = frames.get(encoder)
+                if frame is None:
+                    frame = frames[encoder] = encoder.broadcast(message)
+                target(frame)
+
+
+class Subscription:
+    """Messages of one topic, queued for an ``async for`` loop.
+
+    The queue holds at most ``maxsize`` messages; when it is full the oldest
+    message is dropped and :attr:`dropped` counts it, so a slow reader can
+    never make the node's memory grow without bound.
+    """
+
+    def __init__(self, pubsub: PubSub, topic: str, maxsize: int) -> None:
+        self.topic = topic
+        self.dropped = 0
+        self._pubsub = pubsub
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        pubsub.subscribe(topic, self._put)
+
+    def _put(self, message: Any) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(message)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._pubsub.unsubscribe(self.topic, self._put)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._queue.get()

@@ -1,0 +1,290 @@
+"""Sockets: one client connection, its topics, and the rules for every inbound message.
+
+Subclass :class:`Socket` to say which channels serve which topics and who
+may connect. One instance exists per connection; it routes decoded messages
+to channels following :mod:`phoenix_channels.protocol.socket_state`, answers
+heartbeats, serialises joins (messages that arrive while a join runs wait for
+it) and writes the frames of its channels through its transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .channel import Channel
+from .errors import ConfigurationError, DecodeError, EncodeError
+from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer
+from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .transports.base import FrameEncoder, Transport
+
+__all__ = ["ConnectInfo", "Socket"]
+
+log = logging.getLogger("phoenix_channels.socket")
+
+ConnectInfo = dict[str, Any]
+Route = tuple[type[Channel], dict[str, Any] | None]
+
+_UNMATCHED = {"reason": "unmatched topic"}
+_TOO_MANY = {"reason": "too many channels joined"}
+_CRASH = {"reason": "channel_crash"}
+_PENDING_LIMIT = 1000  # inbound messages held while a join runs, before reading pauses
+
+
+class Socket:
+    """A connection handler: routes, authentication, and per-connection state.
+
+    Class attributes configure it::
+
+        class UserSocket(Socket):
+            channels = {"room:*": RoomChannel}        # or (RoomChannel, {"static": "assigns"})
+            max_channels = 100                         # joins beyond: "too many channels joined"
+            timeout = 60.0                             # seconds without inbound data before closing
+            auth_token = False                         # read a token from Sec-WebSocket-Protocol
+
+    Instances carry ``assigns`` (a dict shared by the connection; each channel
+    starts from a copy), ``params`` (the connect query parameters),
+    ``endpoint`` and ``transport``.
+    """
+
+    channels: ClassVar[dict[str, Any]] = {}
+    max_channels: ClassVar[int] = 100
+    timeout: ClassVar[float] = 60.0
+    auth_token: ClassVar[bool] = False
+
+    _router: ClassVar[Router[Route]] = Router({})
+
+    __slots__ = (
+        "__dict__",
+        "_closed",
+        "_encoder",
+        "_id",
+        "_joining",
+        "_pending",
+        "_replaced",
+        "_table",
+        "assigns",
+        "endpoint",
+        "params",
+        "serializer",
+        "transport",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        routes: list[tuple[str, Route]] = []
+        for pattern, target in dict(cls.channels).items():
+            channel, assigns = target if isinstance(target, tuple) else (target, None)
+            if not (isinstance(channel, type) and issubclass(channel, Channel)):
+                raise ConfigurationError(
+                    f"{cls.__name__}.channels[{pattern!r}] must be a Channel subclass, "
+                    f"got {channel!r}"
+                )
+            if assigns is not None and not isinstance(assigns, dict):
+                raise ConfigurationError(f"route assigns for {pattern!r} must be a dict")
+            routes.append((pattern, (channel, assigns)))
+        cls._router = Router(routes)
+        if type(cls.max_channels) is not int or cls.max_channels < 1:
+            raise ConfigurationError(f"{cls.__name__}.max_channels must be a positive int")
+        if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
+            raise ConfigurationError(f"{cls.__name__}.timeout must be a positive number of seconds")
+
+    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+        self.endpoint = endpoint
+        self.params = params
+        self.serializer = serializer
+        self.assigns: dict[str, Any] = {}
+        self.transport: Transport | None = None
+        self._encoder: FrameEncoder = None  # type: ignore[assignment]  # set by attach()
+        self._table: TopicTable[Route] = TopicTable(self._router, self.max_channels)
+        self._joining: Channel | None = None
+        self._pending: deque[Message] | None = None
+        self._replaced: Entry | None = None
+        self._id: str | None = None
+        self._closed = True
+
+    # -- callbacks to override ---------------------------------------------------
+
+    async def connect(self, params: dict[str, Any], connect_info: ConnectInfo) -> bool:
+        """Accept (True) or refuse (False: HTTP 403) the connection. Set ``self.assigns`` here."""
+        return True
+
+    def id(self) -> str | None:
+        """A name for this connection, or None. Broadcasting ``disconnect`` to it closes it."""
+        return None
+
+    # -- the transport's side ------------------------------------------------------
+
+    def attach(self, transport: Transport) -> None:
+        """Start serving: called by the transport once the connection is accepted."""
+        self.transport = transport
+        self._encoder = transport.encoder
+        self._closed = False
+        if self._id is not None:
+            self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
+
+    def receive(self, data: bytes, binary: bool) -> None:
+        """One inbound frame from the transport."""
+        try:
+            msg = self.serializer.decode(data, binary)
+        except DecodeError as exc:
+            log.warning("closing connection: %s", exc)
+            self.close(1011, str(exc)[:120])
+            return
+        if self._joining is not None:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = deque()
+            pending.append(msg)
+            if len(pending) == _PENDING_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self._handle(msg)
+
+    def closed(self, reason: Any = "shutdown:closed") -> None:
+        """The connection is gone (client closed, network lost). Ends every channel."""
+        if self._closed and self.transport is None:
+            return
+        self._closed = True
+        self.transport = None
+        if self._id is not None:
+            self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+        self._pending = None
+        self._joining = None  # a join in progress has its entry below
+        for entry in list(self._table.entries.values()):
+            entry.channel._socket_closed(reason)
+        self._table.entries.clear()
+
+    def close(
+        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+    ) -> None:
+        """Close the connection from the server side; channels terminate with ``channel_reason``."""
+        transport = self.transport
+        self.closed(channel_reason)
+        if transport is not None:
+            transport.close(code, reason)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._table.entries)
+
+    # -- inbound messages -------------------------------------------------------------
+
+    def _handle(self, msg: Message) -> None:
+        decision = self._table.classify(msg)
+        action = decision.action
+        encoder = self._encoder
+        if action is Action.FORWARD:
+            decision.entry.channel._enqueue("in", msg)  # type: ignore[union-attr]
+        elif action is Action.HEARTBEAT:
+            self._send(encoder.reply(None, msg.ref, msg.topic, "ok", {}))
+        elif action is Action.JOIN:
+            self._start_join(msg, decision.route, decision.entry)  # type: ignore[arg-type]
+        elif action is Action.LEAVE:
+            decision.entry.channel._enqueue("leave", msg)  # type: ignore[union-attr]
+        elif action is Action.UNMATCHED:
+            if msg.event == "phx_join":
+                log.warning("ignoring unmatched topic %r", msg.topic)
+            self._send(encoder.reply(None, msg.ref, msg.topic, "error", _UNMATCHED))
+        elif action is Action.LEAVE_UNJOINED:
+            self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", {}))
+        elif action is Action.TOO_MANY:
+            log.error("%r refused: %d channels already joined", msg.topic, self.max_channels)
+            self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", _TOO_MANY))
+        # Action.STALE: a message for an earlier join of the topic; dropped without reply.
+
+    def _start_join(self, msg: Message, route: Route, old: Entry | None) -> None:
+        if old is not None:
+            if old.state is not EntryState.LEAVING:
+                log.debug("duplicate join of %r: closing the earlier join", msg.topic)
+            self._table.remove(old)
+            old.channel._kill()
+            self._replaced = old
+        channel_cls, route_assigns = route
+        assigns = None
+        if self.assigns or route_assigns:
+            assigns = dict(self.assigns)
+            if route_assigns:
+                assigns.update(route_assigns)
+        channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        self._table.add(msg.topic, msg.join_ref, channel)
+        self._joining = channel
+        channel._enqueue("join", msg)
+
+    def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool:
+        """The channel's join finished; False if the ok reply could not be encoded."""
+        if self._joining is not channel:  # the connection closed meanwhile
+            return True
+        self._joining = None
+        ok = True
+        entry = self._table.entries.get(msg.topic)
+        if status == "ok" and entry is not None:
+            try:
+                frame = self._encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", response)
+            except EncodeError:
+                log.exception("join reply of %r cannot be encoded", msg.topic)
+                frame, ok = None, False
+            if ok:
+                entry.advance("joined")
+                self.endpoint.pubsub.subscribe_fastlane(
+                    msg.topic, channel, self._send, self._encoder, channel._intercepts
+                )
+                self._send(frame)
+        if not ok or status != "ok":
+            if entry is not None:
+                self._table.remove(entry)
+            if ok:
+                try:
+                    frame = self._encoder.reply(msg.join_ref, msg.ref, msg.topic, status, response)
+                except EncodeError:
+                    log.exception("join error reply of %r cannot be encoded", msg.topic)
+                    frame = self._encoder.reply(
+                        msg.join_ref, msg.ref, msg.topic, "error", {"reason": "join crashed"}
+                    )
+            else:
+                frame = self._encoder.reply(
+                    msg.join_ref, msg.ref, msg.topic, "error", {"reason": "join crashed"}
+                )
+            self._send(frame)
+        old, self._replaced = self._replaced, None
+        if old is not None:
+            self._send(self._encoder.push(old.join_ref, old.join_ref, old.topic, PHX_CLOSE, {}))
+        self._drain_pending()
+        return ok
+
+    def _drain_pending(self) -> None:
+        pending = self._pending
+        while pending and self._joining is None and not self._closed:
+            self._handle(pending.popleft())
+        if not pending:
+            self._pending = None
+        if self.transport is not None and pending is not None and len(pending) < _PENDING_LIMIT:
+            self.transport.resume_reading()
+
+    def _channel_stopped(self, channel: Channel, graceful: bool) -> None:
+        """A channel ended on its own: drop its entry and tell the client how."""
+        entry = self._table.entries.get(channel.topic)
+        if entry is None or entry.channel is not channel:
+            return
+        self._table.remove(entry)
+        event, payload = (PHX_CLOSE, {}) if graceful else (PHX_ERROR, _CRASH)
+        self._send(self._encoder.push(entry.join_ref, entry.join_ref, entry.topic, event, payload))
+
+    # -- outbound ---------------------------------------------------------------------
+
+    def _send(self, item: Any) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.send(item)
+
+    def _on_id_message(self, message: Any) -> None:
+        if type(message) is Broadcast and message.event == "disconnect":
+            self.close(1001, "disconnected", "shutdown:disconnected")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"

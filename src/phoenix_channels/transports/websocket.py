@@ -1,0 +1,327 @@
+"""The fast path: a WebSocket protocol of our own below ASGI.
+
+:class:`WebSocketProtocol` is an :class:`asyncio.Protocol` that owns a
+connection from the HTTP upgrade on. Uvicorn builds it for every upgrade
+request when it is given as uvicorn's ``ws`` setting (that is what
+``phoenix-channels serve`` does), hands it the request head and the
+transport, and forgets its own HTTP protocol object. From there on:
+
+* frames are parsed by :class:`~.rfc6455.FrameParser` inside
+  ``data_received`` and given straight to the socket: no task, no queue per
+  connection while it is idle;
+* outbound frames are complete WebSocket frames built once: a broadcast's
+  frame bytes are shared by every connection with the same encoder;
+* idleness is checked by the endpoint's sweeper from ``last_seen``, so there
+  is no timer per connection either.
+
+Upgrades for paths that are not sockets of the endpoint are handed to
+uvicorn's own WebSocket implementation, so an app mounted beside the
+sockets keeps its WebSocket routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import WebSocketError
+from ..protocol import V1, V2, Serializer
+from .base import FrameEncoder
+from .rfc6455 import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    Deflate,
+    FrameParser,
+    close_payload,
+    encode_frame,
+    handshake_response,
+    http_response,
+    parse_request,
+)
+
+if TYPE_CHECKING:
+    from ..endpoint import Endpoint
+    from ..socket import Socket
+
+__all__ = ["WebSocketProtocol", "frame_encoder", "protocol_for"]
+
+log = logging.getLogger("phoenix_channels.websocket")
+
+_HEAD_LIMIT = 16_384
+_CLOSE_WAIT = 2.0  # seconds to wait for the client's close frame after ours
+_encoders: dict[tuple[str, int], FrameEncoder] = {}
+
+
+def _plain(data: bytes, binary: bool) -> bytes:
+    return encode_frame(OP_BINARY if binary else OP_TEXT, data)
+
+
+def frame_encoder(serializer: Serializer, deflate: Deflate | None = None) -> FrameEncoder:
+    """The shared encoder producing complete WebSocket frames for ``serializer``."""
+    key = (serializer.vsn, deflate.wbits if deflate else 0)
+    encoder = _encoders.get(key)
+    if encoder is None:
+        if deflate is None:
+            wrap = _plain
+        else:
+
+            def wrap(data: bytes, binary: bool, deflate: Deflate = deflate) -> bytes:
+                op = OP_BINARY if binary else OP_TEXT
+                if len(data) < deflate.min_size:
+                    return encode_frame(op, data)
+                return encode_frame(op, deflate.compress(data), rsv1=True)
+
+        name = "websocket" if deflate is None else f"websocket+deflate{deflate.wbits}"
+        encoder = _encoders[key] = FrameEncoder(name, serializer, wrap)
+    return encoder
+
+
+for _s in (V1, V2):
+    frame_encoder(_s)
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket connection on the fast path. Build classes with :func:`protocol_for`."""
+
+    endpoint: ClassVar[Endpoint]
+    name = "websocket"
+
+    __slots__ = (
+        "_close_timer",
+        "_closing",
+        "_head",
+        "_parser",
+        "_server_state",
+        "_socket",
+        "_transport",
+        "_uvicorn",
+        "encoder",
+        "last_seen",
+        "timeout",
+    )
+
+    def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None) -> None:
+        self._uvicorn = (config, server_state, app_state)
+        self._server_state = server_state
+        self._transport: asyncio.Transport | None = None
+        self._head: bytes = b""
+        self._parser: FrameParser | None = None
+        self._socket: Socket | None = None
+        self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.encoder: FrameEncoder = None  # type: ignore[assignment]
+        self.last_seen = time.monotonic()
+        self.timeout = 60.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        if self._server_state is not None:
+            self._server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            self._receive_head(data)
+            return
+        self.last_seen = time.monotonic()
+        try:
+            frames = parser.feed(data)
+        except WebSocketError as exc:
+            log.warning("closing connection: %s", exc)
+            self.close(exc.code, exc.reason)
+            return
+        sock = self._socket
+        for opcode, payload in frames:
+            if opcode == OP_TEXT:
+                sock.receive(payload, False)  # type: ignore[union-attr]
+            elif opcode == OP_BINARY:
+                sock.receive(payload, True)  # type: ignore[union-attr]
+            elif opcode == OP_PING:
+                self.send(encode_frame(0xA, payload))
+            elif opcode == OP_CLOSE:
+                self._client_closed(payload)
+                return
+            if self._closing:
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._server_state is not None:
+            self._server_state.connections.discard(self)
+        self._closing = True
+        self._transport = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            self.endpoint.connections.discard(self)
+            sock.closed("shutdown:closed")
+
+    def pause_writing(self) -> None:
+        # The client stopped reading and the kernel buffer is full. What a slow
+        # client costs is bounded by the transport's high-water mark; past it
+        # the connection is closed rather than buffering without end.
+        log.warning("closing a connection whose client stopped reading (slow consumer)")
+        self.close(1013, "slow consumer")
+
+    # -- the Transport API -----------------------------------------------------------------
+
+    def send(self, item: bytes) -> None:
+        if not self._closing:
+            self._transport.write(item)  # type: ignore[union-attr]
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame, then end the connection when the client answers (or soon)."""
+        if self._closing or self._transport is None:
+            return
+        transport = self._transport
+        transport.write(encode_frame(OP_CLOSE, close_payload(code, reason)))
+        self._closing = True
+        sock, self._socket = self._socket, None
+        self.endpoint.connections.discard(self)
+        if sock is not None:
+            sock.closed("shutdown:closed")
+        self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.close)
+
+    def pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
+    # -- endpoint hooks -----------------------------------------------------------------------
+
+    def idle_close(self) -> None:
+        sock = self._socket
+        if sock is not None:
+            sock.close(1001, "idle timeout")
+
+    def drain(self) -> None:
+        sock = self._socket
+        if sock is not None:
+            sock.close(1012, "server restart", "shutdown:draining")
+        else:
+            self.close(1012, "server restart")
+
+    def shutdown(self) -> None:
+        """Uvicorn calls this on every connection when it stops: drain in batches."""
+        if self._socket is None and self._parser is None and self._transport is not None:
+            self._transport.close()  # still in the handshake
+            return
+        self.endpoint.begin_drain()
+
+    # -- handshake ------------------------------------------------------------------------------
+
+    def _receive_head(self, data: bytes) -> None:
+        head = self._head + data
+        if b"\r\n\r\n" not in head:
+            if len(head) > _HEAD_LIMIT:
+                self._refuse(400, b"request head too large")
+            self._head = head
+            return
+        self._head = b""
+        self._transport.pause_reading()  # type: ignore[union-attr]
+        asyncio.get_running_loop().create_task(self._handshake(head))
+
+    async def _handshake(self, head: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            method, target, headers = parse_request(head)
+        except WebSocketError:
+            self._refuse(400, b"malformed request")
+            return
+        path, _, query = target.partition("?")
+        socket_cls = self.endpoint.websocket_socket(path)
+        if socket_cls is None:
+            self._hand_over(head)
+            return
+        peer = transport.get_extra_info("peername")
+        scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
+        from ..endpoint import Refused
+
+        try:
+            outcome = await self.endpoint.handshake(
+                socket_cls,
+                method=method,
+                path=path,
+                query=query,
+                headers=headers,
+                scheme=scheme,
+                peer=(peer[0], peer[1]) if peer else None,
+            )
+        except Exception:
+            log.exception("handshake failed")
+            self._refuse(500)
+            return
+        if self._transport is None:  # the client left during connect()
+            return
+        if isinstance(outcome, Refused):
+            self._refuse(outcome.status, outcome.body)
+            return
+        key = next(v for k, v in headers if k == b"sec-websocket-key")
+        deflate = outcome.deflate
+        transport.write(
+            handshake_response(key, outcome.subprotocol, deflate.response if deflate else None)
+        )
+        sock = self._socket = outcome.socket
+        self.encoder = frame_encoder(sock.serializer, deflate)
+        self.timeout = sock.timeout
+        self._parser = FrameParser(self.endpoint.max_frame_size, deflate)
+        self.last_seen = time.monotonic()
+        self.endpoint.connections.add(self)
+        sock.attach(self)
+        transport.resume_reading()
+
+    def _refuse(self, status: int, body: bytes = b"") -> None:
+        if self._transport is not None:
+            self._transport.write(http_response(status, body))
+            self._transport.close()
+            self._closing = True
+
+    def _hand_over(self, head: bytes) -> None:
+        """Not one of our sockets: let uvicorn's own WebSocket protocol serve the app."""
+        config, server_state, app_state = self._uvicorn
+        transport = self._transport
+        if config is None or transport is None:
+            self._refuse(404, b'{"errors":{"detail":"Not Found"}}')
+            return
+        from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol as Fallback
+
+        if server_state is not None:
+            server_state.connections.discard(self)
+        protocol = Fallback(config=config, server_state=server_state, app_state=app_state)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(head)
+        transport.set_protocol(protocol)
+        transport.resume_reading()
+        self._transport = None
+
+    def _client_closed(self, payload: bytes) -> None:
+        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else 1000
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._closing:
+            transport.write(encode_frame(OP_CLOSE, close_payload(code)))
+            self._closing = True
+        sock, self._socket = self._socket, None
+        self.endpoint.connections.discard(self)
+        if sock is not None:
+            sock.closed("shutdown:closed")
+        transport.close()
+
+
+def protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+    """A :class:`WebSocketProtocol` class bound to ``endpoint`` (uvicorn's ``ws`` setting)."""
+    return type(
+        "EndpointWebSocketProtocol", (WebSocketProtocol,), {"endpoint": endpoint, "__slots__": ()}
+    )
