@@ -96,7 +96,7 @@ _REASONS = {
 
 def parse_request(raw: bytes) -> tuple[str, str, list[tuple[bytes, bytes]]]:
     """``(method, target, headers)`` of an HTTP/1.1 request head; header names lower-cased."""
-    head, sep, _ = raw.partition(b"\r\n\r\n")
+    head, _sep, _ = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):

@@ -1,0 +1,108 @@
+"""Test helpers: an in-memory transport that records what a socket sends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from phoenix_channels import Endpoint, Socket
+from phoenix_channels.endpoint import Accepted
+from phoenix_channels.protocol import V2, Serializer
+from phoenix_channels.transports.base import FrameEncoder
+
+
+def _wrap(data: bytes, binary: bool) -> tuple[bytes, bool]:
+    return data, binary
+
+
+_ENCODERS: dict[str, FrameEncoder] = {}
+
+
+def memory_encoder(serializer: Serializer) -> FrameEncoder:
+    if serializer.vsn not in _ENCODERS:
+        _ENCODERS[serializer.vsn] = FrameEncoder("memory", serializer, _wrap)
+    return _ENCODERS[serializer.vsn]
+
+
+class MemoryTransport:
+    """Records frames; ``frames()`` decodes the JSON ones for assertions."""
+
+    name = "memory"
+
+    def __init__(self, serializer: Serializer = V2) -> None:
+        self.encoder = memory_encoder(serializer)
+        self.sent: list[tuple[bytes, bool]] = []
+        self.closed: tuple[int, str] | None = None
+        self.paused = False
+        self._arrived = asyncio.Event()
+
+    def send(self, item: tuple[bytes, bool]) -> None:
+        self.sent.append(item)
+        self._arrived.set()
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self._arrived.set()
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def frames(self) -> list[Any]:
+        return [data if binary else orjson.loads(data) for data, binary in self.sent]
+
+    async def wait_for(self, count: int, timeout: float = 2.0) -> list[Any]:
+        """Wait until at least ``count`` frames were sent; return all of them decoded."""
+        async with asyncio.timeout(timeout):
+            while len(self.sent) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.frames()
+
+    async def wait_closed(self, timeout: float = 2.0) -> tuple[int, str]:
+        async with asyncio.timeout(timeout):
+            while self.closed is None:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.closed
+
+
+class Client:
+    """A socket on a memory transport, driven by JSON arrays like a V2 client."""
+
+    def __init__(self, socket: Socket, transport: MemoryTransport) -> None:
+        self.socket = socket
+        self.transport = transport
+
+    def send(self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> None:
+        self.socket.receive(orjson.dumps([join_ref, ref, topic, event, payload]), False)
+
+    def send_raw(self, data: bytes, binary: bool = False) -> None:
+        self.socket.receive(data, binary)
+
+    async def frames(self, count: int, timeout: float = 2.0) -> list[Any]:
+        return await self.transport.wait_for(count, timeout)
+
+    async def settle(self) -> list[Any]:
+        """Let queued channel work run, then return every frame so far."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return self.transport.frames()
+
+
+async def connect(endpoint: Endpoint, socket_cls: type[Socket], query: str = "vsn=2.0.0",
+                  headers: list[tuple[bytes, bytes]] | None = None) -> Client:
+    """Run the handshake and attach a memory transport, as a real transport would."""
+    await endpoint.start()
+    outcome = await endpoint.handshake(
+        socket_cls, method="GET", path="/socket/websocket", query=query,
+        headers=headers or [], scheme="ws", peer=("127.0.0.1", 5555), websocket=False,
+    )
+    assert isinstance(outcome, Accepted), outcome
+    transport = MemoryTransport(outcome.socket.serializer)
+    outcome.socket.attach(transport)
+    return Client(outcome.socket, transport)
