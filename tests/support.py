@@ -106,3 +106,41 @@ async def connect(endpoint: Endpoint, socket_cls: type[Socket], query: str = "vs
     transport = MemoryTransport(outcome.socket.serializer)
     outcome.socket.attach(transport)
     return Client(outcome.socket, transport)
+
+
+class Server:
+    """A real uvicorn server on a loopback port, in the test's own event loop."""
+
+    def __init__(self, endpoint: Endpoint, fast: bool = True) -> None:
+        import uvicorn
+
+        from phoenix_channels.transports.websocket import protocol_for
+
+        self.endpoint = endpoint
+        self.config = uvicorn.Config(
+            endpoint, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+            ws=protocol_for(endpoint) if fast else "websockets-sansio", http="httptools",
+        )
+        self.server = uvicorn.Server(self.config)
+        self.port = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/socket/websocket"
+
+    async def __aenter__(self) -> Server:
+        self._task = asyncio.get_running_loop().create_task(self.server.serve())
+        async with asyncio.timeout(5):
+            while not self.server.started:
+                await asyncio.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -294,7 +294,9 @@ class WebSocketProtocol(asyncio.Protocol):
         if config is None or transport is None:
             self._refuse(404, b'{"errors":{"detail":"Not Found"}}')
             return
-        from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol as Fallback
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol as Fallback,
+        )
 
         if server_state is not None:
             server_state.connections.discard(self)

@@ -1,0 +1,48 @@
+# One command for the demo, one for the tests; both bootstrap what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-python test-js lint typecheck bench bootstrap clean
+
+bootstrap: $(STAMP) tests/js/node_modules/.installed examples/chat/node_modules/.installed
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+examples/chat/node_modules/.installed: examples/chat/package.json examples/chat/package-lock.json
+	cd examples/chat && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: bootstrap
+	$(PY) -m phoenix_channels serve examples.chat.app:endpoint --host 127.0.0.1 --port 4000
+
+test: bootstrap test-python test-js
+
+test-python: $(STAMP)
+	$(PY) -m pytest -q
+
+test-js: $(STAMP) tests/js/node_modules/.installed
+	PHX_PYTHON=$(abspath $(PY)) node --test tests/js/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: bootstrap
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules examples/chat/node_modules

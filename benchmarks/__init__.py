@@ -1,0 +1,1 @@
+"""Benchmarks for phoenix-channels (see README.md)."""

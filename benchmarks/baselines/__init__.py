@@ -1,0 +1,1 @@
+"""Baseline servers the benchmark harness compares against."""
