@@ -32,7 +32,7 @@ try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets without its C extension
 
-    def apply_mask(data: bytes, mask: bytes) -> bytes:
+    def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
         n = len(data)
         key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
         return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
@@ -92,7 +92,7 @@ class FloorProtocol(asyncio.Protocol):
             for topic in self.topics:
                 subs = SUBSCRIBERS.get(topic)
                 if subs is not None:
-                    subs.discard(self.transport)  # type: ignore[arg-type]
+                    subs.discard(cast(asyncio.Transport, self.transport))
         self.topics = None
         self.transport = None
 
@@ -195,9 +195,14 @@ class FloorProtocol(asyncio.Protocol):
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FloorProtocol, host, port, backlog=4096)
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, on_signal)
     print("READY", flush=True)
     try:
         await stop

@@ -51,7 +51,7 @@ try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets without its C extension
 
-    def apply_mask(data: bytes, mask: bytes) -> bytes:
+    def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
         n = len(data)
         key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
         return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
@@ -93,7 +93,7 @@ class Tracker:
         self.waiter: asyncio.Future[None] | None = None
 
     def arm(self, target: int) -> asyncio.Future[None]:
-        """Wait until the cumulative count reaches ``target``."""
+        """A future that resolves once ``count`` reaches ``target``."""
         self.target = target
         self.waiter = asyncio.get_running_loop().create_future()
         if self.count >= target:
@@ -338,7 +338,12 @@ class LoadGen:
         return {"seconds": time.perf_counter() - t0, "clients": len(self.clients)}
 
     def everyone(self) -> list[Client]:
-        return self.clients + ([self.control] if self.control is not None else [])
+        """All joined connections (the control connection last); fails if any closed."""
+        clients = self.clients + ([self.control] if self.control is not None else [])
+        closed = sum(c.closed for c in clients)
+        if closed:
+            raise BenchError(f"{closed} of {len(clients)} connections were closed by the server")
+        return clients
 
     async def cmd_heartbeat(self, timeout: float = 60.0) -> dict[str, Any]:
         clients = self.everyone()
@@ -442,8 +447,9 @@ class LoadGen:
         }
 
     def close_all(self) -> None:
-        for client in self.everyone():
-            client.close()
+        for client in [*self.clients, self.control]:
+            if client is not None:
+                client.close()
         self.clients.clear()
         self.control = None
 

@@ -75,6 +75,7 @@ class Result:
     connect_cpu_us: float = 0.0
     connect_seconds: float = 0.0
     broadcast_cpu_us: float = 0.0
+    client_broadcast_cpu_us: float = 0.0  # the load generator's own cost, for reference
     deliveries: int = 0
     deliveries_per_s: float = 0.0
     latency: dict[str, float] = field(default_factory=dict)
@@ -179,6 +180,71 @@ class LoadGen:
         return answer
 
 
+async def measure(
+    gen: LoadGen,
+    pid: int,
+    gen_pid: int,
+    n: int,
+    opts: Options,
+    say: Callable[[str], None],
+    result: Result,
+) -> None:
+    """The phases of one run; fills ``result`` (``pid`` is the server's)."""
+    await gen.call("warmup")
+    await asyncio.sleep(0.5)
+    await gen.call("control")
+    await asyncio.sleep(0.5)
+    result.baseline_rss_kib = rss_kib(pid)
+
+    say(f"connect+join {n:,}")
+    c0 = cpu(pid)
+    answer = await gen.call("connect", 60 + n * 0.02, n=n, concurrency=opts.concurrency)
+    result.connect_cpu_us = (cpu(pid) - c0) / n * 1e6
+    result.connect_seconds = answer["seconds"]
+    await asyncio.sleep(opts.idle)
+    result.joined_rss_kib = rss_kib(pid)
+    result.rss_per_conn_kib = (result.joined_rss_kib - result.baseline_rss_kib) / n
+
+    # the server may close connections that send nothing for 60 s (Phoenix's
+    # idle timeout): heartbeats go out between measured batches
+    await gen.call("heartbeat")
+    last_heartbeat = time.monotonic()
+    say(f"{opts.broadcasts} broadcasts to {n + 1:,}")
+    cpu_seconds = client_seconds = wall = 0.0
+    done = 0
+    while done < opts.broadcasts:
+        if time.monotonic() - last_heartbeat > 20:
+            await gen.call("heartbeat")
+            last_heartbeat = time.monotonic()
+        count = min(opts.batch, opts.broadcasts - done)
+        c0, g0 = cpu(pid), cpu(gen_pid)
+        answer = await gen.call(
+            "broadcast", 60 + count * n * 1e-3, count=count, reset=done == 0, size=opts.payload
+        )
+        cpu_seconds += cpu(pid) - c0
+        client_seconds += cpu(gen_pid) - g0
+        wall += answer["seconds"]
+        result.deliveries += answer["deliveries"]
+        done += count
+    await gen.call("broadcast_check")
+    result.broadcast_cpu_us = cpu_seconds / result.deliveries * 1e6
+    result.client_broadcast_cpu_us = client_seconds / result.deliveries * 1e6
+    result.deliveries_per_s = result.deliveries / wall
+
+    if time.monotonic() - last_heartbeat > 20:
+        await gen.call("heartbeat")
+    say(f"{opts.echoes} echoes")
+    c0 = cpu(pid)
+    result.latency = await gen.call(
+        "latency",
+        60 + opts.echoes * 0.05,
+        count=opts.echoes,
+        conns=opts.echo_conns,
+        size=opts.payload,
+    )
+    result.echo_cpu_us = (cpu(pid) - c0) / opts.echoes * 1e6
+
+
 async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]) -> Result:
     result = Result(server, n)
     port = free_port()
@@ -228,59 +294,11 @@ async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]
             )
         pin(gen_proc.pid, 1, opts.pin)
         gen = LoadGen(gen_proc, client_log)
-        pid = srv.pid
 
-        await gen.call("warmup")
-        await asyncio.sleep(0.5)
-        await gen.call("control")
-        await asyncio.sleep(0.5)
-        result.baseline_rss_kib = rss_kib(pid)
-
-        say(f"connect+join {n:,}")
-        c0 = cpu(pid)
-        answer = await gen.call("connect", 60 + n * 0.02, n=n, concurrency=opts.concurrency)
-        result.connect_cpu_us = (cpu(pid) - c0) / n * 1e6
-        result.connect_seconds = answer["seconds"]
-        await asyncio.sleep(opts.idle)
-        result.joined_rss_kib = rss_kib(pid)
-        result.rss_per_conn_kib = (result.joined_rss_kib - result.baseline_rss_kib) / n
-
-        # the server may close connections that send nothing for 60 s (Phoenix's
-        # idle timeout): heartbeats go out between measured batches
-        await gen.call("heartbeat")
-        last_heartbeat = time.monotonic()
-        say(f"{opts.broadcasts} broadcasts to {n + 1:,}")
-        cpu_seconds = wall = 0.0
-        done = 0
-        while done < opts.broadcasts:
-            if time.monotonic() - last_heartbeat > 20:
-                await gen.call("heartbeat")
-                last_heartbeat = time.monotonic()
-            count = min(opts.batch, opts.broadcasts - done)
-            c0 = cpu(pid)
-            answer = await gen.call(
-                "broadcast", 60 + count * n * 1e-3, count=count, reset=done == 0, size=opts.payload
-            )
-            cpu_seconds += cpu(pid) - c0
-            wall += answer["seconds"]
-            result.deliveries += answer["deliveries"]
-            done += count
-        await gen.call("broadcast_check")
-        result.broadcast_cpu_us = cpu_seconds / result.deliveries * 1e6
-        result.deliveries_per_s = result.deliveries / wall
-
-        if time.monotonic() - last_heartbeat > 20:
-            await gen.call("heartbeat")
-        say(f"{opts.echoes} echoes")
-        c0 = cpu(pid)
-        result.latency = await gen.call(
-            "latency",
-            60 + opts.echoes * 0.05,
-            count=opts.echoes,
-            conns=opts.echo_conns,
-            size=opts.payload,
-        )
-        result.echo_cpu_us = (cpu(pid) - c0) / opts.echoes * 1e6
+        try:
+            await measure(gen, srv.pid, gen_proc.pid, n, opts, say, result)
+        except RunFailed as exc:
+            raise RunFailed(f"{exc}\n  server log {server_log}:\n{tail(server_log)}") from None
         await gen.call("quit", 30)
         if srv.returncode is not None:
             raise RunFailed(f"server exited with code {srv.returncode}:\n{tail(server_log)}")
@@ -303,6 +321,7 @@ def combine(results: list[Result]) -> Result:
         setattr(out, name, int(statistics.median(getattr(r, name) for r in ok)))
     for name in (
         "rss_per_conn_kib", "connect_cpu_us", "connect_seconds", "broadcast_cpu_us",
+        "client_broadcast_cpu_us",
         "deliveries_per_s", "echo_cpu_us",
     ):  # fmt: skip
         setattr(out, name, statistics.median(getattr(r, name) for r in ok))
@@ -333,7 +352,7 @@ def table(n: int, results: list[Result], opts: Options) -> str:
             continue
         cells = [r.server]
         for _, get, unit, fmt in METRICS:
-            cells.append(f"{get(r):{fmt}} {unit} {ratio(get(r), floor and get(floor))}")
+            cells.append(f"{get(r):{fmt}} {unit} {ratio(get(r), get(floor) if floor else None)}")
         rows.append([*cells, f"{r.deliveries_per_s:,.0f}"])
     widths = [max(len(row[i]) for row in rows if len(row) > 2) for i in range(len(head))]
     lines = [

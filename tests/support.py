@@ -114,12 +114,13 @@ class Server:
     def __init__(self, endpoint: Endpoint, fast: bool = True) -> None:
         import uvicorn
 
-        from phoenix_channels.transports.websocket import protocol_for
+        from phoenix_channels.transports.websocket import front_protocol_for, protocol_for
 
         self.endpoint = endpoint
         self.config = uvicorn.Config(
             endpoint, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-            ws=protocol_for(endpoint) if fast else "websockets-sansio", http="httptools",
+            ws=protocol_for(endpoint) if fast else "websockets-sansio",
+            http=front_protocol_for(endpoint) if fast else "httptools",
         )
         self.server = uvicorn.Server(self.config)
         self.port = 0

@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _eager
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
 
@@ -151,6 +152,7 @@ class Channel:
         self._state = _JOINING
         self._mailbox: deque[tuple[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
         self._ref: Ref = None
         self._timers: set[asyncio.TimerHandle] | None = None
         self._extra: set[str] | None = None
@@ -280,8 +282,10 @@ class Channel:
         if box is None:
             box = self._mailbox = deque()
         box.append((kind, value))
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self._busy:
+            # Run now; a task takes over only if a callback has to wait.
+            self._busy = True
+            self._task = _eager.start(self._run())
 
     async def _run(self) -> None:
         box = self._mailbox
@@ -296,6 +300,7 @@ class Channel:
                     await self._crash(exc)
         finally:
             self._task = None
+            self._busy = False
             if self._mailbox is box and not box:
                 self._mailbox = None
 

@@ -39,7 +39,7 @@ def serve(
     """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped."""
     import uvicorn
 
-    from .transports.websocket import protocol_for
+    from .transports.websocket import front_protocol_for, protocol_for
 
     try:
         import uvloop  # noqa: F401
@@ -52,7 +52,7 @@ def serve(
         host=host,
         port=port,
         loop=loop,
-        http="httptools",
+        http=front_protocol_for(endpoint),
         ws=protocol_for(endpoint),
         lifespan="on",
         log_level=log_level,

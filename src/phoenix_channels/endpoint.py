@@ -93,13 +93,6 @@ def parse_params(query: str) -> dict[str, Any]:
     return params
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 class Endpoint:
     """Serves sockets over ASGI or the fast path, and broadcasts from anywhere.
 
@@ -250,23 +243,40 @@ class Endpoint:
         """Decide whether a connection request becomes a socket, in Phoenix's order of checks."""
         if method != "GET":
             return Refused(400)
-        params = parse_params(query)
-        host_header = _header(headers, b"host") or ""
-        host, _, port_text = (
-            host_header.rpartition(":") if ":" in host_header else (host_header, "", "")
-        )
-        port = int(port_text) if port_text.isdigit() else None
-        origin = _header(headers, b"origin")
-        if not self.origin_policy.allows(origin, scheme, host, port):
+        params = parse_params(query) if query else {}
+        # One pass over the headers: the last value of a name wins.
+        named: dict[bytes, bytes] = {}
+        x_headers, trace_headers, ws_headers = [], [], []
+        for key, value in headers:
+            named[key] = value
+            if key.startswith(b"x-"):
+                x_headers.append((key.decode("latin-1"), value.decode("latin-1")))
+            elif key.startswith(b"sec-websocket-"):
+                ws_headers.append((key.decode("latin-1"), value.decode("latin-1")))
+            elif key in (b"traceparent", b"tracestate"):
+                trace_headers.append((key.decode("latin-1"), value.decode("latin-1")))
+        host_header = named.get(b"host", b"").decode("latin-1")
+        host, colon, port_text = host_header.rpartition(":")
+        if not colon or not port_text.isdigit():
+            host, port_text = host_header, ""
+        port = int(port_text) if port_text else None
+        origin = named.get(b"origin")
+        if origin is not None and not self.origin_policy.allows(
+            origin.decode("latin-1"), scheme, host, port
+        ):
             log.error(
                 "refused a connection from origin %r: not allowed by check_origin "
                 "(set Endpoint(check_origin=[...]) to allow it)",
-                origin,
+                origin.decode("latin-1"),
             )
             return Refused(403)
         auth_token: str | None = None
-        protocols_header = _header(headers, b"sec-websocket-protocol")
-        offered = [p.strip() for p in protocols_header.split(",")] if protocols_header else []
+        protocols_header = named.get(b"sec-websocket-protocol")
+        offered = (
+            [p.strip() for p in protocols_header.decode("latin-1").split(",")]
+            if protocols_header
+            else []
+        )
         subprotocol = None
         if socket_cls.auth_token:
             tokens = [p for p in offered if p.startswith(_TOKEN_PREFIX)]
@@ -285,25 +295,14 @@ class Endpoint:
                 if "phoenix" not in offered:
                     return Refused(403)
                 subprotocol = "phoenix"
+        user_agent = named.get(b"user-agent")
         connect_info = {
             "peer_data": {"address": peer[0], "port": peer[1]} if peer else None,
             "uri": {"scheme": scheme, "host": host, "port": port, "path": path, "query": query},
-            "x_headers": [
-                (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in headers
-                if k.startswith(b"x-")
-            ],
-            "trace_context_headers": [
-                (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in headers
-                if k in (b"traceparent", b"tracestate")
-            ],
-            "sec_websocket_headers": [
-                (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in headers
-                if k.startswith(b"sec-websocket-")
-            ],
-            "user_agent": _header(headers, b"user-agent"),
+            "x_headers": x_headers,
+            "trace_context_headers": trace_headers,
+            "sec_websocket_headers": ws_headers,
+            "user_agent": user_agent.decode("latin-1") if user_agent is not None else None,
             "auth_token": auth_token,
         }
         serializer = serializer_for(params.get("vsn"))
@@ -338,11 +337,12 @@ class Endpoint:
         sock._id = sid
         deflate = None
         if websocket:
-            problem = _upgrade_problem(headers)
+            problem = _upgrade_problem(named)
             if problem:
                 return Refused(400, problem.encode())
             if self.compress:
-                deflate = negotiate_deflate(_header(headers, b"sec-websocket-extensions"))
+                offer = named.get(b"sec-websocket-extensions")
+                deflate = negotiate_deflate(offer.decode("latin-1") if offer else None)
         return Accepted(sock, subprotocol, deflate)
 
     # -- ASGI ------------------------------------------------------------------------------
@@ -391,15 +391,15 @@ class Endpoint:
                 return
 
 
-def _upgrade_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
-    connection = (_header(headers, b"connection") or "").lower()
-    if "upgrade" not in [part.strip() for part in connection.split(",")]:
+def _upgrade_problem(named: dict[bytes, bytes]) -> str | None:
+    connection = named.get(b"connection", b"").lower()
+    if b"upgrade" not in [part.strip() for part in connection.split(b",")]:
         return "'connection' header must contain 'upgrade'"
-    if (_header(headers, b"upgrade") or "").lower() != "websocket":
+    if named.get(b"upgrade", b"").lower() != b"websocket":
         return "'upgrade' header must contain 'websocket'"
-    if not _header(headers, b"sec-websocket-key"):
+    if not named.get(b"sec-websocket-key"):
         return "'sec-websocket-key' header is missing"
-    if _header(headers, b"sec-websocket-version") != "13":
+    if named.get(b"sec-websocket-version") != b"13":
         return "'sec-websocket-version' header must be '13'"
     return None
 

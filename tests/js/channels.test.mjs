@@ -3,7 +3,7 @@
 // replies through socket_ref, and leave.
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Clients, join, messagesFor, ping, pushAsync, rawPush, startServer, topic, WAIT_MS } from "./helpers.mjs";
+import { Clients, join, messagesFor, ping, pushAsync, rawPush, startServer, topic, WAIT_MS, withTimeout } from "./helpers.mjs";
 
 let server;
 const clients = new Clients();
@@ -209,11 +209,11 @@ describe("async reply via socket_ref", () => {
 
     let released = false;
     const held = channel.push("async_hold", { q: 1 });
-    const heldOutcome = new Promise((resolve) => {
+    const heldOutcome = withTimeout(new Promise((resolve) => {
       held.receive("ok", (response) => resolve({ status: "ok", response, releasedBefore: released }));
       held.receive("error", (response) => resolve({ status: "error", response, releasedBefore: released }));
       held.receive("timeout", () => resolve({ status: "timeout", releasedBefore: released }));
-    });
+    }), WAIT_MS + 1000, "outcome of the held async_hold push");
 
     // The channel is not blocked by the pending reply.
     const echo = await pushAsync(channel, "echo", { meanwhile: true });
@@ -290,6 +290,30 @@ describe("leave", () => {
     assert.deepEqual(reply.payload, { status: "ok", response: {} });
     await ping(client);
     assert.equal(messagesFor(client, t, "phx_close").length, 0);
+  });
+
+  test("a second channel object for the same topic replaces the first (leave + phx_close for the old join)", async () => {
+    const client = await clients.open(server);
+    const t = topic("dup");
+    const first = await join(client, t, { which: 1 });
+    const oldJoinRef = first.channel.joinRef();
+    const second = await join(client, t, { which: 2 });
+    assert.equal(second.join.status, "ok");
+    assert.deepEqual(second.join.response.params, { which: 2 });
+    assert.notEqual(second.channel.joinRef(), oldJoinRef);
+
+    // The client left the old join first; the server closed it with phx_close (old join_ref).
+    const close = await client.log.waitFor(
+      (e) => e.type === "message" && e.topic === t && e.event === "phx_close" && e.join_ref === oldJoinRef,
+      "phx_close for the first join",
+    );
+    assert.equal(close.ref, oldJoinRef);
+    assert.equal(first.channel.state, "closed");
+
+    const echo = await pushAsync(second.channel, "echo", { via: "second" });
+    assert.deepEqual([echo.status, echo.response], ["ok", { via: "second" }]);
+    const reply = messagesFor(client, t, "phx_reply").find((m) => m.ref === echo.ref);
+    assert.equal(reply.join_ref, second.channel.joinRef());
   });
 
   test("the topic can be joined again after leaving", async () => {

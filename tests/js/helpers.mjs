@@ -2,6 +2,7 @@
 // official `phoenix` client sockets on top of `ws`, and wait for events with
 // bounded timeouts that fail with a clear message.
 import { spawn } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -79,6 +80,7 @@ export async function startServer({ port } = {}) {
   const exitPromise = new Promise((resolve) => {
     proc.once("exit", (code, signal) => {
       exited = { code, signal };
+      saveServerLog();
       running.delete(server);
       resolve(exited);
     });
@@ -89,6 +91,21 @@ export async function startServer({ port } = {}) {
       resolve(exited);
     });
   });
+
+  // PHX_SERVER_LOG_DIR=<dir>: keep each server's output as <dir>/server-<port>-<pid>.log.
+  const saveServerLog = () => {
+    const dir = process.env.PHX_SERVER_LOG_DIR;
+    if (!dir || !proc.pid) return;
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(
+        path.join(dir, `server-${port}-${proc.pid}.log`),
+        `${PYTHON} ${args.join(" ")}\nexit: ${JSON.stringify(exited)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`,
+      );
+    } catch {
+      /* logging is best effort */
+    }
+  };
 
   const server = {
     port,

@@ -128,7 +128,9 @@ class RoomChannel(Channel):
     async def handle_info(self, message: Any) -> None:
         kind, data = message
         if kind == "after_join":
-            await self.push("welcome", {"topic": self.topic, "user_id": self.assigns.get("user_id")})
+            await self.push(
+                "welcome", {"topic": self.topic, "user_id": self.assigns.get("user_id")}
+            )
         elif kind == "later":
             await self.push("later", {"later": True, "payload": data})
 

@@ -143,15 +143,14 @@ async def test_unknown_paths_get_404() -> None:
 
 async def test_shutdown_drains_with_1012() -> None:
     endpoint = make_endpoint(drain_interval=0.0)
-    async with Server(endpoint) as srv:
-        async with websockets.connect(srv.url + "?vsn=2.0.0") as ws:
-            await ws.send(JOIN)
+    async with Server(endpoint) as srv, websockets.connect(srv.url + "?vsn=2.0.0") as ws:
+        await ws.send(JOIN)
+        await ws.recv()
+        stopping = asyncio.ensure_future(srv.stop())
+        with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
-            stopping = asyncio.ensure_future(srv.stop())
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.recv()
-            assert info.value.rcvd is not None and info.value.rcvd.code == 1012
-            await stopping
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1012
+        await stopping
 
 
 async def test_compression_is_negotiated_and_broadcasts_are_compressed_once(

@@ -77,6 +77,8 @@ def serializer_for(vsn: str | None) -> Serializer | None:
 
     A missing ``vsn`` means ``1.0.0``, as in Phoenix.
     """
+    if vsn == "2.0.0":  # what the JS client sends: skip the parse
+        return V2
     match = _SEMVER.match("1.0.0" if vsn is None else vsn)
     if match is None:
         return None

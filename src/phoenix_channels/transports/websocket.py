@@ -1,10 +1,19 @@
 """The fast path: a WebSocket protocol of our own below ASGI.
 
 :class:`WebSocketProtocol` is an :class:`asyncio.Protocol` that owns a
-connection from the HTTP upgrade on. Uvicorn builds it for every upgrade
-request when it is given as uvicorn's ``ws`` setting (that is what
-``phoenix-channels serve`` does), hands it the request head and the
-transport, and forgets its own HTTP protocol object. From there on:
+connection from the HTTP upgrade on. It plugs into uvicorn in two places
+(``phoenix-channels serve`` uses both):
+
+* as uvicorn's ``http`` protocol (:func:`front_protocol_for`), it is the
+  first to see every connection: a WebSocket upgrade to one of the
+  endpoint's sockets is served right there, and anything else is handed,
+  with the bytes read so far, to uvicorn's own HTTP protocol. A WebSocket
+  client thus never pays for uvicorn's HTTP machinery;
+* as uvicorn's ``ws`` protocol (:func:`protocol_for`), it takes over the
+  upgrades that uvicorn's HTTP protocol received (on a kept-alive
+  connection, or under plain ``uvicorn`` with ``--ws`` pointing here).
+
+Once the socket is accepted:
 
 * frames are parsed by :class:`~.rfc6455.FrameParser` inside
   ``data_received`` and given straight to the socket: no task, no queue per
@@ -26,6 +35,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .. import _eager
 from ..errors import WebSocketError
 from ..protocol import V1, V2, Serializer
 from .base import FrameEncoder
@@ -47,11 +57,12 @@ if TYPE_CHECKING:
     from ..endpoint import Endpoint
     from ..socket import Socket
 
-__all__ = ["WebSocketProtocol", "frame_encoder", "protocol_for"]
+__all__ = ["WebSocketProtocol", "frame_encoder", "front_protocol_for", "protocol_for"]
 
 log = logging.getLogger("phoenix_channels.websocket")
 
 _HEAD_LIMIT = 16_384
+_HEAD_TIMEOUT = 10.0  # seconds for a new connection to send its request head
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's close frame after ours
 _encoders: dict[tuple[str, int], FrameEncoder] = {}
 
@@ -88,6 +99,7 @@ class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on the fast path. Build classes with :func:`protocol_for`."""
 
     endpoint: ClassVar[Endpoint]
+    front: ClassVar[bool] = False  # True: the server's first protocol for every connection
     name = "websocket"
 
     __slots__ = (
@@ -104,7 +116,13 @@ class WebSocketProtocol(asyncio.Protocol):
         "timeout",
     )
 
-    def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None) -> None:
+    def __init__(
+        self,
+        config: Any = None,
+        server_state: Any = None,
+        app_state: Any = None,
+        _loop: Any = None,  # uvicorn passes it to its http protocol class
+    ) -> None:
         self._uvicorn = (config, server_state, app_state)
         self._server_state = server_state
         self._transport: asyncio.Transport | None = None
@@ -123,6 +141,14 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         if self._server_state is not None:
             self._server_state.connections.add(self)
+        if self.front:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                _HEAD_TIMEOUT, self._head_timeout
+            )
+
+    def _head_timeout(self) -> None:
+        if self._parser is None and self._transport is not None:
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -220,15 +246,47 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- handshake ------------------------------------------------------------------------------
 
     def _receive_head(self, data: bytes) -> None:
-        head = self._head + data
-        if b"\r\n\r\n" not in head:
+        head = self._head + data if self._head else data
+        end = head.find(b"\r\n\r\n")
+        if end == -1:
             if len(head) > _HEAD_LIMIT:
                 self._refuse(400, b"request head too large")
             self._head = head
             return
         self._head = b""
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self.front and not self._is_our_upgrade(head, end):
+            self._hand_over_http(head)
+            return
         self._transport.pause_reading()  # type: ignore[union-attr]
-        asyncio.get_running_loop().create_task(self._handshake(head))
+        _eager.start(self._handshake(head[: end + 4]))
+
+    def _is_our_upgrade(self, head: bytes, end: int) -> bool:
+        line_end = head.find(b"\r\n")
+        parts = head[:line_end].split(b" ")
+        if len(parts) != 3:
+            return False
+        path = parts[1].partition(b"?")[0].decode("latin-1")
+        if self.endpoint.websocket_socket(path) is None:
+            return False
+        return b"websocket" in head[line_end:end].lower()
+
+    def _hand_over_http(self, data: bytes) -> None:
+        """Not a WebSocket for us: uvicorn's HTTP protocol serves it from the first byte."""
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        config, server_state, app_state = self._uvicorn
+        transport = self._transport
+        assert transport is not None
+        if server_state is not None:
+            server_state.connections.discard(self)
+        protocol = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        transport.set_protocol(protocol)
+        self._transport = None
+        protocol.data_received(data)
 
     async def _handshake(self, head: bytes) -> None:
         transport = self._transport
@@ -242,7 +300,9 @@ class WebSocketProtocol(asyncio.Protocol):
         path, _, query = target.partition("?")
         socket_cls = self.endpoint.websocket_socket(path)
         if socket_cls is None:
-            self._hand_over(head)
+            # Later, not now: uvicorn sets us as the transport's protocol when
+            # this data_received returns, which would undo the hand-over.
+            asyncio.get_running_loop().call_soon(self._hand_over, head)
             return
         peer = transport.get_extra_info("peername")
         scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
@@ -323,7 +383,16 @@ class WebSocketProtocol(asyncio.Protocol):
 
 
 def protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
-    """A :class:`WebSocketProtocol` class bound to ``endpoint`` (uvicorn's ``ws`` setting)."""
+    """A :class:`WebSocketProtocol` class bound to ``endpoint``, for uvicorn's ``ws`` setting."""
     return type(
         "EndpointWebSocketProtocol", (WebSocketProtocol,), {"endpoint": endpoint, "__slots__": ()}
+    )
+
+
+def front_protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+    """The same, as uvicorn's ``http`` setting: it sees every connection first."""
+    return type(
+        "EndpointFrontProtocol",
+        (WebSocketProtocol,),
+        {"endpoint": endpoint, "front": True, "__slots__": ()},
     )
