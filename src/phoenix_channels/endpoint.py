@@ -104,6 +104,9 @@ class Endpoint:
     * ``host``: this endpoint's host name, used by ``check_origin=True``.
     * ``max_frame_size``: largest inbound message in bytes (10,000,000); larger closes 1009.
     * ``compress``: offer permessage-deflate (off).
+    * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
+      (beyond what the kernel holds) before it is closed as a slow consumer
+      with code 1013 (8 MiB; fast path).
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
@@ -119,6 +122,7 @@ class Endpoint:
         host: str = "localhost",
         max_frame_size: int = 10_000_000,
         compress: bool = False,
+        max_outbound_buffer: int = 8 * 1024 * 1024,
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
@@ -145,6 +149,9 @@ class Endpoint:
         self.origin_policy = OriginPolicy(check_origin, host)
         self.max_frame_size = max_frame_size
         self.compress = compress
+        if type(max_outbound_buffer) is not int or max_outbound_buffer < 65536:
+            raise ConfigurationError("max_outbound_buffer must be an int of at least 65536 bytes")
+        self.max_outbound_buffer = max_outbound_buffer
         self.drain_batch_size = drain_batch_size
         self.drain_interval = drain_interval
         self.drain_timeout = drain_timeout
@@ -426,9 +433,10 @@ class _Lifespan:
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
         self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._from_app: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(
-            app(dict(scope), self._to_app.get, self._from_app.put)
-        )
+        async def run() -> None:
+            await app(dict(scope), self._to_app.get, self._from_app.put)
+
+        self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(run())
 
     async def _exchange(self, message: str) -> None:
         await self._to_app.put({"type": message})

@@ -18,10 +18,11 @@ import base64
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import WebSocketError
 
+_c_apply_mask: Callable[[bytes, bytes], bytes] | None
 try:  # the C helper that ships with the websockets package
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pragma: no cover - websockets is a dependency
@@ -57,7 +58,7 @@ _H10 = struct.Struct("!BBQ")
 
 def apply_mask(data: bytes, mask: bytes) -> bytes:
     if _c_apply_mask is not None:
-        return _c_apply_mask(data, mask)  # type: ignore[no-any-return]
+        return _c_apply_mask(data, mask)
     n = len(data)
     key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")

@@ -189,10 +189,12 @@ class WebSocketProtocol(asyncio.Protocol):
             sock.closed("shutdown:closed")
 
     def pause_writing(self) -> None:
-        # The client stopped reading and the kernel buffer is full. What a slow
-        # client costs is bounded by the transport's high-water mark; past it
-        # the connection is closed rather than buffering without end.
-        log.warning("closing a connection whose client stopped reading (slow consumer)")
+        # The kernel buffer is full and our own buffer passed the endpoint's
+        # max_outbound_buffer: the client is not reading. Rather than buffer
+        # without end, close it (the close frame is queued; the connection is
+        # aborted if the client still does not read it).
+        log.warning("closing a connection whose client stopped reading (slow consumer: over "
+                    "%d bytes waiting)", self.endpoint.max_outbound_buffer)
         self.close(1013, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------
@@ -212,7 +214,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.endpoint.connections.discard(self)
         if sock is not None:
             sock.closed("shutdown:closed")
-        self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.close)
+        self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
 
     def pause_reading(self) -> None:
         if self._transport is not None:
@@ -283,7 +285,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if server_state is not None:
             server_state.connections.discard(self)
         protocol = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.connection_made(transport)
         transport.set_protocol(protocol)
         self._transport = None
         protocol.data_received(data)
@@ -338,6 +340,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._parser = FrameParser(self.endpoint.max_frame_size, deflate)
         self.last_seen = time.monotonic()
         self.endpoint.connections.add(self)
+        transport.set_write_buffer_limits(high=self.endpoint.max_outbound_buffer)
         sock.attach(self)
         transport.resume_reading()
 
@@ -361,7 +364,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if server_state is not None:
             server_state.connections.discard(self)
         protocol = Fallback(config=config, server_state=server_state, app_state=app_state)
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.connection_made(transport)
         protocol.data_received(head)
         transport.set_protocol(protocol)
         transport.resume_reading()
