@@ -111,7 +111,7 @@ async def connect(endpoint: Endpoint, socket_cls: type[Socket], query: str = "vs
 class Server:
     """A real uvicorn server on a loopback port, in the test's own event loop."""
 
-    def __init__(self, endpoint: Endpoint, fast: bool = True) -> None:
+    def __init__(self, endpoint: Any, fast: bool = True) -> None:
         import uvicorn
 
         from phoenix_channels.transports.websocket import front_protocol_for, protocol_for

@@ -250,6 +250,8 @@ class Endpoint:
         """Decide whether a connection request becomes a socket, in Phoenix's order of checks."""
         if method != "GET":
             return Refused(400)
+        if not self._started:  # mounted in another app, whose lifespan does not reach us
+            await self.start()
         params = parse_params(query) if query else {}
         # One pass over the headers: the last value of a name wins.
         named: dict[bytes, bytes] = {}
@@ -356,8 +358,9 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
+        path = _route_path(scope) if kind != "lifespan" else ""
         if kind == "websocket":
-            socket_cls = self.websocket_socket(scope["path"])
+            socket_cls = self.websocket_socket(path)
             if socket_cls is not None:
                 from .transports.asgi import serve_asgi_websocket
 
@@ -366,7 +369,7 @@ class Endpoint:
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        elif kind == "http" and scope["path"].rstrip("/") in self._websocket_paths:
+        elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")
             return
         if self.app is not None:
@@ -396,6 +399,13 @@ class Endpoint:
                     await self._inner_lifespan.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette's Mount keeps ``path`` whole)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def _upgrade_problem(named: dict[bytes, bytes]) -> str | None:

@@ -217,3 +217,54 @@ async def test_a_client_that_stops_reading_is_closed_and_others_still_receive() 
             await endpoint.broadcast("room:1", "after", {"ok": True})
             assert json.loads(await good.recv())[3] == "after"
         writer.close()
+
+
+def starlette_app(endpoint_mount: Endpoint | None = None):  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    async def app_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("from starlette: " + await websocket.receive_text())
+        await websocket.close()
+
+    routes: list[Any] = [Route("/hello", hello), WebSocketRoute("/app-ws", app_ws)]
+    if endpoint_mount is not None:
+        routes.append(Mount("/rt", app=endpoint_mount))
+    return Starlette(routes=routes)
+
+
+async def http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+async def test_mounted_inside_a_starlette_app() -> None:
+    endpoint = make_endpoint()
+    async with Server(starlette_app(endpoint), fast=False) as srv:  # type: ignore[arg-type]
+        async with websockets.connect(
+                f"ws://127.0.0.1:{srv.port}/rt/socket/websocket?vsn=2.0.0") as ws:
+            await ws.send(JOIN)
+            assert json.loads(await ws.recv())[4]["status"] == "ok"
+        assert (await http_get(srv.port, "/hello")).endswith(b"hello")
+
+
+async def test_fast_path_hands_other_requests_to_the_wrapped_app() -> None:
+    endpoint = make_endpoint(app=starlette_app())
+    async with Server(endpoint) as srv:
+        assert (await http_get(srv.port, "/hello")).endswith(b"hello")
+        assert b"404" in (await http_get(srv.port, "/missing")).split(b"\r\n")[0]
+        async with websockets.connect(f"ws://127.0.0.1:{srv.port}/app-ws") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "from starlette: hi"
+        async with websockets.connect(srv.url + "?vsn=2.0.0") as ws:
+            await ws.send(JOIN)
+            assert json.loads(await ws.recv())[4]["status"] == "ok"

@@ -1,7 +1,8 @@
 """WebSocket over plain ASGI: the portable path, for any ASGI server and for mounting.
 
 Slower and heavier than the fast path (the server's WebSocket machinery and
-one reader task plus one writer task per connection), but it runs wherever
+a reader task per connection, plus a writer task while a send has to wait),
+but it runs wherever
 ASGI runs: ``uvicorn app:endpoint``, hypercorn, or inside Starlette/FastAPI.
 """
 
@@ -11,8 +12,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from .. import _eager
 from ..protocol import V1, V2, Serializer
 from .base import FrameEncoder
 
@@ -39,7 +42,12 @@ def asgi_encoder(serializer: Serializer) -> FrameEncoder:
 
 
 class ASGIWebSocket:
-    """The Transport of one ASGI WebSocket connection: a queue drained by a writer task."""
+    """The Transport of one ASGI WebSocket connection.
+
+    ``send`` starts writing at once; a task exists only while the server's
+    ``send`` has to wait (back-pressure), and items sent meanwhile queue
+    behind it, so their order is kept.
+    """
 
     name = "websocket"
 
@@ -49,21 +57,46 @@ class ASGIWebSocket:
         self.last_seen = time.monotonic()
         self.socket: Socket | None = None
         self._send = send
-        self._queue: deque[dict[str, Any]] = deque()
-        self._ready = asyncio.Event()
+        self._queue: deque[MutableMapping[str, Any]] = deque()
+        self._writing = False
         self._closing = False
-        self.done = asyncio.Event()
+        self._closed = asyncio.Event()  # set once the close message went out, or writing failed
 
-    def send(self, item: dict[str, Any]) -> None:
+    def send(self, item: MutableMapping[str, Any]) -> None:
         if not self._closing:
-            self._queue.append(item)
-            self._ready.set()
+            self._write(item)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self._closing:
-            self._queue.append({"type": "websocket.close", "code": code, "reason": reason})
             self._closing = True
-            self._ready.set()
+            self._write({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _write(self, item: MutableMapping[str, Any]) -> None:
+        self._queue.append(item)
+        if not self._writing:
+            self._writing = True
+            _eager.start(self._flush())
+
+    async def _flush(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                item = queue.popleft()
+                await self._send(item)
+                if item["type"] == "websocket.close":
+                    self._closed.set()
+        except Exception:  # the client is gone (the server raises); the reader sees it
+            queue.clear()
+            self._closing = True
+            self._closed.set()
+        finally:
+            self._writing = False
+
+    async def wait_closed(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout)
+        except TimeoutError:
+            pass
 
     def pause_reading(self) -> None:
         """ASGI reads one message at a time already; nothing to pause."""
@@ -78,22 +111,6 @@ class ASGIWebSocket:
     def drain(self) -> None:
         if self.socket is not None:
             self.socket.close(1012, "server restart", "shutdown:draining")
-
-    async def write_loop(self) -> None:
-        queue, ready = self._queue, self._ready
-        try:
-            while True:
-                await ready.wait()
-                ready.clear()
-                while queue:
-                    item = queue.popleft()
-                    await self._send(item)
-                    if item["type"] == "websocket.close":
-                        return
-        except OSError:  # the client is gone; the reader sees the disconnect
-            return
-        finally:
-            self.done.set()
 
 
 async def serve_asgi_websocket(
@@ -135,7 +152,6 @@ async def serve_asgi_websocket(
     sock = outcome.socket
     transport = ASGIWebSocket(send, asgi_encoder(sock.serializer), sock.timeout)
     transport.socket = sock
-    writer = asyncio.get_running_loop().create_task(transport.write_loop())
     endpoint.connections.add(transport)
     sock.attach(transport)
     max_size = endpoint.max_frame_size
@@ -157,11 +173,6 @@ async def serve_asgi_websocket(
         endpoint.connections.discard(transport)
         transport.socket = None
         sock.closed("shutdown:closed")
-        if not transport._closing:
-            transport._closing = True
-            writer.cancel()
-        else:
-            try:
-                await asyncio.wait_for(transport.done.wait(), 5)
-            except TimeoutError:
-                writer.cancel()
+        if transport._closing:  # our close message is on its way: let it go out
+            await transport.wait_closed(5)
+        transport._closing = True

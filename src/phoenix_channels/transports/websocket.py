@@ -104,6 +104,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_close_timer",
+        "_paused",
         "_closing",
         "_head",
         "_parser",
@@ -131,6 +132,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._socket: Socket | None = None
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
+        self._paused = False
         self.encoder: FrameEncoder = None  # type: ignore[assignment]
         self.last_seen = time.monotonic()
         self.timeout = 60.0
@@ -141,14 +143,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         if self._server_state is not None:
             self._server_state.connections.add(self)
-        if self.front:
-            self._close_timer = asyncio.get_running_loop().call_later(
-                _HEAD_TIMEOUT, self._head_timeout
-            )
-
-    def _head_timeout(self) -> None:
-        if self._parser is None and self._transport is not None:
-            self._transport.close()
+        # Until the handshake is done, the endpoint's sweeper closes the
+        # connection if no complete request head arrives in time.
+        self.timeout = _HEAD_TIMEOUT
+        self.endpoint.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -183,9 +181,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport = None
         if self._close_timer is not None:
             self._close_timer.cancel()
+        self.endpoint.connections.discard(self)
         sock, self._socket = self._socket, None
         if sock is not None:
-            self.endpoint.connections.discard(self)
             sock.closed("shutdown:closed")
 
     def pause_writing(self) -> None:
@@ -230,13 +228,16 @@ class WebSocketProtocol(asyncio.Protocol):
         sock = self._socket
         if sock is not None:
             sock.close(1001, "idle timeout")
+        elif self._parser is None and self._transport is not None:  # no request head in time
+            self.endpoint.connections.discard(self)
+            self._transport.close()
 
     def drain(self) -> None:
         sock = self._socket
         if sock is not None:
             sock.close(1012, "server restart", "shutdown:draining")
-        else:
-            self.close(1012, "server restart")
+        elif self._parser is None and self._transport is not None:  # still in the handshake
+            self._transport.close()
 
     def shutdown(self) -> None:
         """Uvicorn calls this on every connection when it stops: drain in batches."""
@@ -256,14 +257,13 @@ class WebSocketProtocol(asyncio.Protocol):
             self._head = head
             return
         self._head = b""
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
         if self.front and not self._is_our_upgrade(head, end):
             self._hand_over_http(head)
             return
-        self._transport.pause_reading()  # type: ignore[union-attr]
-        _eager.start(self._handshake(head[: end + 4]))
+        if _eager.start(self._handshake(head[: end + 4])) is not None:
+            # connect() is waiting for something: hold further input until it is done
+            self._paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
 
     def _is_our_upgrade(self, head: bytes, end: int) -> bool:
         line_end = head.find(b"\r\n")
@@ -284,6 +284,7 @@ class WebSocketProtocol(asyncio.Protocol):
         assert transport is not None
         if server_state is not None:
             server_state.connections.discard(self)
+        self.endpoint.connections.discard(self)
         protocol = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
@@ -339,12 +340,14 @@ class WebSocketProtocol(asyncio.Protocol):
         self.timeout = sock.timeout
         self._parser = FrameParser(self.endpoint.max_frame_size, deflate)
         self.last_seen = time.monotonic()
-        self.endpoint.connections.add(self)
         transport.set_write_buffer_limits(high=self.endpoint.max_outbound_buffer)
         sock.attach(self)
-        transport.resume_reading()
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
 
     def _refuse(self, status: int, body: bytes = b"") -> None:
+        self.endpoint.connections.discard(self)
         if self._transport is not None:
             self._transport.write(http_response(status, body))
             self._transport.close()
@@ -363,11 +366,13 @@ class WebSocketProtocol(asyncio.Protocol):
 
         if server_state is not None:
             server_state.connections.discard(self)
+        self.endpoint.connections.discard(self)
         protocol = Fallback(config=config, server_state=server_state, app_state=app_state)
         protocol.connection_made(transport)
         protocol.data_received(head)
         transport.set_protocol(protocol)
-        transport.resume_reading()
+        if self._paused:
+            transport.resume_reading()
         self._transport = None
 
     def _client_closed(self, payload: bytes) -> None:
