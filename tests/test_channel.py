@@ -446,3 +446,22 @@ async def test_connect_must_return_true_and_id_a_string(endpoint: Endpoint) -> N
         outcome = await endpoint.handshake(cls, method="GET", path="/", query="vsn=2.0.0",
                                            headers=[], scheme="ws", peer=None, websocket=False)
         assert outcome == Refused(403)
+
+
+async def test_on_stop_runs_once_however_the_channel_ends(endpoint: Endpoint) -> None:
+    ended: list[str] = []
+    client = await joined(endpoint, "room:w1")
+    for n, topic in enumerate(("room:w2", "room:w3"), start=2):
+        client.send(str(n), str(n), topic, "phx_join", {})
+    await client.frames(3)
+    for entry in client.socket._table.entries.values():
+        entry.channel.on_stop(lambda ch: ended.append(ch.topic))
+    client.send("1", "10", "room:w1", "phx_leave", {})       # left
+    client.send("2", "11", "room:w2", "garbage", {})          # crashed
+    client.send("9", "12", "room:w3", "phx_join", {})         # replaced by a duplicate join
+    await client.frames(8)
+    await client.settle()
+    assert sorted(ended) == ["room:w1", "room:w2", "room:w3"]
+    client.socket.closed()
+    await client.settle()
+    assert len(ended) == 3

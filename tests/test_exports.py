@@ -5,6 +5,8 @@ EXPECTED = {
     "EncodeError", "Endpoint", "JoinError", "LocalAdapter", "Message", "NotJoinedError",
     "PhoenixChannelsError", "PubSub", "RemoteError", "Reply", "Socket", "SocketRef", "Stop",
     "Subscription", "UsageError", "WebSocketError", "__version__", "reply", "stop",
+    "ExpiredToken", "InvalidToken", "MissingToken", "TokenError", "token",
+    "RawSocket",
 }
 
 

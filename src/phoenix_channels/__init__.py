@@ -5,6 +5,7 @@ talks to these servers unchanged. Start with :class:`Channel`,
 :class:`Socket` and :class:`Endpoint`; see the README for a tour.
 """
 
+from . import token
 from .channel import Channel, ChannelReply, SocketRef, Stop, reply, stop
 from .endpoint import Endpoint
 from .errors import (
@@ -12,15 +13,20 @@ from .errors import (
     ConfigurationError,
     DecodeError,
     EncodeError,
+    ExpiredToken,
+    InvalidToken,
     JoinError,
+    MissingToken,
     NotJoinedError,
     PhoenixChannelsError,
     RemoteError,
+    TokenError,
     UsageError,
     WebSocketError,
 )
 from .protocol import Broadcast, Message, Reply
 from .pubsub import LocalAdapter, PubSub, Subscription
+from .raw import RawSocket
 from .socket import Socket
 
 __version__ = "0.1.0"
@@ -34,21 +40,27 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "Endpoint",
+    "ExpiredToken",
+    "InvalidToken",
     "JoinError",
     "LocalAdapter",
     "Message",
+    "MissingToken",
     "NotJoinedError",
     "PhoenixChannelsError",
     "PubSub",
+    "RawSocket",
     "RemoteError",
     "Reply",
     "Socket",
     "SocketRef",
     "Stop",
     "Subscription",
+    "TokenError",
     "UsageError",
     "WebSocketError",
     "__version__",
     "reply",
     "stop",
+    "token",
 ]

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _eager
+from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
 
@@ -101,7 +100,7 @@ class SocketRef:
         )
 
 
-class Channel:
+class Channel(Mailbox):
     """Subclass it and route topics to it from a :class:`~phoenix_channels.Socket`.
 
     Override ``join`` (required), and as needed ``handle_in``, ``handle_out``
@@ -120,11 +119,10 @@ class Channel:
         "__dict__",
         "_assigns",
         "_extra",
-        "_mailbox",
         "_ref",
         "_state",
-        "_task",
         "_timers",
+        "_watchers",
         "join_ref",
         "socket",
         "topic",
@@ -150,11 +148,10 @@ class Channel:
         self.join_ref = join_ref
         self._assigns = assigns
         self._state = _JOINING
-        self._mailbox: deque[tuple[str, Any]] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False
+        Mailbox.__init__(self)
         self._ref: Ref = None
         self._timers: set[asyncio.TimerHandle] | None = None
+        self._watchers: list[Callable[[Channel], None]] | None = None
         self._extra: set[str] | None = None
 
     # -- callbacks to override -----------------------------------------------
@@ -255,6 +252,19 @@ class Channel:
         """Ask the channel to stop, after the messages already queued."""
         self._enqueue("stop", reason)
 
+    def on_stop(self, callback: Callable[[Channel], None]) -> None:
+        """Call ``callback(channel)`` once when this channel ends, however it ends.
+
+        Leave, crash, stop, a closed connection, a duplicate join: every end
+        runs it (Presence uses it to untrack). Runs at once if already ended.
+        """
+        if self._state == _STOPPED:
+            callback(self)
+            return
+        if self._watchers is None:
+            self._watchers = []
+        self._watchers.append(callback)
+
     def subscribe(self, topic: str) -> None:
         """Receive the broadcasts of another topic in :meth:`handle_info` (as ``Broadcast``)."""
         if self._extra is None:
@@ -275,34 +285,8 @@ class Channel:
     def _intercepted(self, broadcast: Broadcast) -> None:
         self._enqueue("out", broadcast)
 
-    def _enqueue(self, kind: str, value: Any) -> None:
-        if self._state >= _TERMINATING:
-            return
-        box = self._mailbox
-        if box is None:
-            box = self._mailbox = deque()
-        box.append((kind, value))
-        if not self._busy:
-            # Run now; a task takes over only if a callback has to wait.
-            self._busy = True
-            self._task = _eager.start(self._run())
-
-    async def _run(self) -> None:
-        box = self._mailbox
-        try:
-            while box and self._state < _TERMINATING:
-                kind, value = box.popleft()
-                try:
-                    await self._dispatch(kind, value)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    await self._crash(exc)
-        finally:
-            self._task = None
-            self._busy = False
-            if self._mailbox is box and not box:
-                self._mailbox = None
+    def _accepting(self) -> bool:
+        return self._state < _TERMINATING
 
     async def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "in":
@@ -416,6 +400,12 @@ class Channel:
             for handle in self._timers:
                 handle.cancel()
             self._timers = None
+        watchers, self._watchers = self._watchers, None
+        for callback in watchers or ():
+            try:
+                callback(self)
+            except Exception:
+                log.exception("on_stop callback of %r raised", self)
 
     def _unsubscribe_all(self) -> None:
         pubsub = self.socket.endpoint.pubsub

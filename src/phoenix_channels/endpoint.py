@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable, MutableMapping
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ from urllib.parse import parse_qsl
 from .channel import check_payload
 from .errors import ConfigurationError
 from .origin import CheckOrigin, OriginPolicy
-from .protocol import Broadcast, serializer_for
+from .protocol import Broadcast
 from .pubsub import PubSub
+from .raw import RawSocket
 from .socket import Socket
+
+SocketClass = type[Socket] | type[RawSocket]
 from .transports.rfc6455 import Deflate, negotiate_deflate
 
 __all__ = ["Accepted", "Endpoint", "Refused"]
@@ -63,7 +67,7 @@ class Connection(Protocol):
 
 @dataclass(slots=True)
 class Accepted:
-    socket: Socket
+    socket: Socket | RawSocket
     subprotocol: str | None
     deflate: Deflate | None
 
@@ -104,6 +108,9 @@ class Endpoint:
     * ``host``: this endpoint's host name, used by ``check_origin=True``.
     * ``max_frame_size``: largest inbound message in bytes (10,000,000); larger closes 1009.
     * ``compress``: offer permessage-deflate (off).
+    * ``secret_key_base``: the secret for tokens (:mod:`phoenix_channels.token`)
+      and long-poll sessions; at least 20 bytes. Random per process if not
+      given, which is fine for one process but not for a cluster.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
       with code 1013 (8 MiB; fast path).
@@ -114,7 +121,7 @@ class Endpoint:
 
     def __init__(
         self,
-        sockets: dict[str, type[Socket]],
+        sockets: dict[str, SocketClass],
         *,
         app: ASGIApp | None = None,
         pubsub: PubSub | None = None,
@@ -123,6 +130,7 @@ class Endpoint:
         max_frame_size: int = 10_000_000,
         compress: bool = False,
         max_outbound_buffer: int = 8 * 1024 * 1024,
+        secret_key_base: str | bytes | None = None,
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
@@ -131,10 +139,12 @@ class Endpoint:
             raise ConfigurationError(
                 "Endpoint(sockets=...) needs at least one socket, e.g. {'/socket': UserSocket}"
             )
-        self._websocket_paths: dict[str, type[Socket]] = {}
+        self._websocket_paths: dict[str, SocketClass] = {}
         for path, socket_cls in sockets.items():
-            if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket)):
-                raise ConfigurationError(f"sockets[{path!r}] must be a Socket subclass")
+            if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket | RawSocket)):
+                raise ConfigurationError(
+                    f"sockets[{path!r}] must be a Socket (or RawSocket) subclass"
+                )
             if not path.startswith("/"):
                 raise ConfigurationError(f"socket path {path!r} must start with '/'")
             self._websocket_paths[path.rstrip("/") + "/websocket"] = socket_cls
@@ -152,6 +162,20 @@ class Endpoint:
         if type(max_outbound_buffer) is not int or max_outbound_buffer < 65536:
             raise ConfigurationError("max_outbound_buffer must be an int of at least 65536 bytes")
         self.max_outbound_buffer = max_outbound_buffer
+        if secret_key_base is None:
+            # Fine for one process; a cluster must share one (long-poll sessions,
+            # tokens signed on one node and verified on another).
+            secret_key_base = secrets.token_urlsafe(48)
+            self._generated_secret = True
+        else:
+            self._generated_secret = False
+            if len(secret_key_base) < 20:
+                raise ConfigurationError(
+                    "secret_key_base must be at least 20 bytes long "
+                    "(generate one with `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'`)"
+                )
+        self.secret_key_base = secret_key_base
         self.drain_batch_size = drain_batch_size
         self.drain_interval = drain_interval
         self.drain_timeout = drain_timeout
@@ -231,13 +255,13 @@ class Endpoint:
 
     # -- the handshake ---------------------------------------------------------------------
 
-    def websocket_socket(self, path: str) -> type[Socket] | None:
+    def websocket_socket(self, path: str) -> SocketClass | None:
         """The Socket class serving WebSocket upgrades at ``path``, if any."""
         return self._websocket_paths.get(path.rstrip("/") or "/")
 
     async def handshake(
         self,
-        socket_cls: type[Socket],
+        socket_cls: SocketClass,
         *,
         method: str,
         path: str,
@@ -314,7 +338,7 @@ class Endpoint:
             "user_agent": user_agent.decode("latin-1") if user_agent is not None else None,
             "auth_token": auth_token,
         }
-        serializer = serializer_for(params.get("vsn"))
+        serializer = socket_cls.negotiate(params)
         if serializer is None:
             log.warning(
                 "refused a connection: unsupported vsn %r (1.0.x and 2.0.x are served)",
@@ -405,7 +429,7 @@ def _route_path(scope: Scope) -> str:
     """The path below the mount point (Starlette's Mount keeps ``path`` whole)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _upgrade_problem(named: dict[bytes, bytes]) -> str | None:
@@ -443,6 +467,7 @@ class _Lifespan:
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
         self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._from_app: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+
         async def run() -> None:
             await app(dict(scope), self._to_app.get, self._from_app.put)
 

@@ -8,7 +8,11 @@ hostile client from a bug in their own code::
     PhoenixChannelsError
     ├── RemoteError                 the peer broke the protocol
     │   ├── DecodeError             a frame that no serializer accepts
-    │   └── WebSocketError          RFC 6455 framing broken (carries a close code)
+    │   ├── WebSocketError          RFC 6455 framing broken (carries a close code)
+    │   └── TokenError              a token did not verify
+    │       ├── InvalidToken        forged, tampered, wrong salt or secret, garbage
+    │       ├── ExpiredToken        older than its max age
+    │       └── MissingToken        no token at all
     ├── UsageError                  the application misused the API
     │   ├── ConfigurationError      invalid option or route, found at startup
     │   ├── EncodeError             a value that cannot go on the wire
@@ -29,10 +33,14 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "EncodeError",
+    "ExpiredToken",
+    "InvalidToken",
     "JoinError",
+    "MissingToken",
     "NotJoinedError",
     "PhoenixChannelsError",
     "RemoteError",
+    "TokenError",
     "UsageError",
     "WebSocketError",
 ]
@@ -61,6 +69,22 @@ class WebSocketError(RemoteError):
         super().__init__(f"{reason} (close code {code})")
         self.code = code
         self.reason = reason
+
+
+class TokenError(RemoteError):
+    """A token did not verify (see :mod:`phoenix_channels.token`)."""
+
+
+class InvalidToken(TokenError):
+    """The token is not one we signed with this secret and salt (or it was altered)."""
+
+
+class ExpiredToken(TokenError):
+    """The token is genuine but older than its max age."""
+
+
+class MissingToken(TokenError):
+    """No token was given."""
 
 
 class UsageError(PhoenixChannelsError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
-from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer
+from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
@@ -106,6 +106,11 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
+
+    @classmethod
+    def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
+        """The serializer for this client, from its ``vsn`` (None: refused with 403)."""
+        return serializer_for(params.get("vsn"))
 
     # -- callbacks to override ---------------------------------------------------
 

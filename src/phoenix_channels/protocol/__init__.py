@@ -26,6 +26,22 @@ from .messages import (
 from .v1 import V1
 from .v2 import V2
 
+
+class _Raw:
+    """The "serializer" of raw sockets: frames are bytes, nothing is decoded or encoded."""
+
+    vsn = "raw"
+    supports_binary = True
+
+    @staticmethod
+    def _refuse(*args: Any) -> Any:
+        raise TypeError("raw sockets send bytes with RawSocket.send; no Phoenix messages")
+
+    decode = encode_push = encode_reply = encode_broadcast = _refuse
+
+
+RAW: Serializer = _Raw()
+
 __all__ = [
     "HEARTBEAT",
     "PHX_CLOSE",
@@ -33,6 +49,7 @@ __all__ = [
     "PHX_JOIN",
     "PHX_LEAVE",
     "PHX_REPLY",
+    "RAW",
     "V1",
     "V2",
     "Broadcast",

@@ -16,12 +16,11 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _eager
-from ..protocol import V1, V2, Serializer
-from .base import FrameEncoder
+from ..protocol import RAW, V1, V2, Serializer
+from .base import FrameEncoder, SocketHandler
 
 if TYPE_CHECKING:
-    from ..endpoint import ASGIReceive, ASGISend, Endpoint, Scope
-    from ..socket import Socket
+    from ..endpoint import ASGIReceive, ASGISend, Endpoint, Scope, SocketClass
 
 __all__ = ["ASGIWebSocket", "serve_asgi_websocket"]
 
@@ -34,7 +33,7 @@ def _wrap(data: bytes, binary: bool) -> dict[str, Any]:
     return {"type": "websocket.send", "text": data.decode()}
 
 
-_ENCODERS: dict[str, FrameEncoder] = {s.vsn: FrameEncoder("asgi", s, _wrap) for s in (V1, V2)}
+_ENCODERS: dict[str, FrameEncoder] = {s.vsn: FrameEncoder("asgi", s, _wrap) for s in (V1, V2, RAW)}
 
 
 def asgi_encoder(serializer: Serializer) -> FrameEncoder:
@@ -55,7 +54,7 @@ class ASGIWebSocket:
         self.encoder = encoder
         self.timeout = timeout
         self.last_seen = time.monotonic()
-        self.socket: Socket | None = None
+        self.socket: SocketHandler | None = None
         self._send = send
         self._queue: deque[MutableMapping[str, Any]] = deque()
         self._writing = False
@@ -115,7 +114,7 @@ class ASGIWebSocket:
 
 async def serve_asgi_websocket(
     endpoint: Endpoint,
-    socket_cls: type[Socket],
+    socket_cls: SocketClass,
     scope: Scope,
     receive: ASGIReceive,
     send: ASGISend,

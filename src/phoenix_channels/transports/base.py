@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..protocol import Broadcast, Ref, Serializer
 
-__all__ = ["FrameEncoder", "Transport"]
+__all__ = ["FrameEncoder", "SocketHandler", "Transport"]
 
 
 class FrameEncoder:
@@ -67,3 +67,21 @@ class Transport(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+
+class SocketHandler(Protocol):
+    """The side of a socket (``Socket`` or ``RawSocket``) that transports call."""
+
+    @property
+    def serializer(self) -> Serializer: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    def attach(self, transport: Transport) -> None: ...
+
+    def receive(self, data: bytes, binary: bool) -> None: ...
+
+    def closed(self, reason: Any = ...) -> None: ...
+
+    def close(self, code: int = ..., reason: str = ..., channel_reason: Any = ...) -> None: ...

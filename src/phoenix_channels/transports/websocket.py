@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import _eager
 from ..errors import WebSocketError
 from ..protocol import V1, V2, Serializer
-from .base import FrameEncoder
+from .base import FrameEncoder, SocketHandler
 from .rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
@@ -55,7 +55,6 @@ from .rfc6455 import (
 
 if TYPE_CHECKING:
     from ..endpoint import Endpoint
-    from ..socket import Socket
 
 __all__ = ["WebSocketProtocol", "frame_encoder", "front_protocol_for", "protocol_for"]
 
@@ -104,10 +103,10 @@ class WebSocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_close_timer",
-        "_paused",
         "_closing",
         "_head",
         "_parser",
+        "_paused",
         "_server_state",
         "_socket",
         "_transport",
@@ -129,7 +128,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._head: bytes = b""
         self._parser: FrameParser | None = None
-        self._socket: Socket | None = None
+        self._socket: SocketHandler | None = None
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -191,8 +190,11 @@ class WebSocketProtocol(asyncio.Protocol):
         # max_outbound_buffer: the client is not reading. Rather than buffer
         # without end, close it (the close frame is queued; the connection is
         # aborted if the client still does not read it).
-        log.warning("closing a connection whose client stopped reading (slow consumer: over "
-                    "%d bytes waiting)", self.endpoint.max_outbound_buffer)
+        log.warning(
+            "closing a connection whose client stopped reading (slow consumer: over "
+            "%d bytes waiting)",
+            self.endpoint.max_outbound_buffer,
+        )
         self.close(1013, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------

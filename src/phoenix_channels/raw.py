@@ -1,0 +1,181 @@
+"""Sockets without channels: the Transport API's socket contract for your own protocols.
+
+A :class:`RawSocket` subclass mounted on the endpoint gets every WebSocket
+frame of its connections as bytes, with no Phoenix protocol on top, the
+counterpart of a module implementing ``Phoenix.Socket.Transport``::
+
+    class EchoSocket(RawSocket):
+        async def handle_in(self, data: bytes, binary: bool) -> None:
+            self.send(data, binary)
+
+    endpoint = Endpoint(sockets={"/socket": UserSocket, "/echo": EchoSocket})
+    # ws://host/echo/websocket
+
+Callbacks run one at a time, in order (``handle_in`` per frame,
+``handle_info`` for :meth:`RawSocket.send_info` messages), eagerly when they
+do not wait. An exception closes the connection with 1011 after
+``terminate`` ran. ``connect``, ``id`` and the class attributes ``timeout``
+and ``auth_token`` mean what they mean on :class:`~phoenix_channels.Socket`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._mailbox import Mailbox
+from .errors import ConfigurationError
+from .protocol import RAW, Serializer
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .transports.base import Transport
+
+__all__ = ["RawSocket"]
+
+log = logging.getLogger("phoenix_channels.raw")
+
+_NEW, _OPEN, _TERMINATING, _DONE = 0, 1, 2, 3
+
+
+class RawSocket(Mailbox):
+    """A connection handler that sees raw frames. Subclass and override ``handle_in``."""
+
+    timeout: ClassVar[float] = 60.0
+    auth_token: ClassVar[bool] = False
+
+    __slots__ = (
+        "__dict__",
+        "_id",
+        "_state",
+        "assigns",
+        "endpoint",
+        "params",
+        "serializer",
+        "transport",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
+            raise ConfigurationError(f"{cls.__name__}.timeout must be a positive number of seconds")
+
+    @classmethod
+    def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
+        """Raw sockets speak no Phoenix protocol: any ``vsn`` (or none) is fine."""
+        return RAW
+
+    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+        Mailbox.__init__(self)
+        self.endpoint = endpoint
+        self.params = params
+        self.serializer = serializer
+        self.assigns: dict[str, Any] = {}
+        self.transport: Transport | None = None
+        self._id: str | None = None
+        self._state = _NEW
+
+    # -- callbacks to override ---------------------------------------------------------
+
+    async def connect(self, params: dict[str, Any], connect_info: dict[str, Any]) -> bool:
+        """Accept (True) or refuse (False: HTTP 403) the connection."""
+        return True
+
+    def id(self) -> str | None:
+        return None
+
+    async def handle_in(self, data: bytes, binary: bool) -> None:
+        """One frame from the client (text frames arrive as UTF-8 bytes)."""
+
+    async def handle_info(self, message: Any) -> None:
+        """A message from :meth:`send_info`."""
+
+    async def terminate(self, reason: Any) -> None:
+        """The connection is ending: ``"shutdown:closed"``, a close reason, or an exception."""
+
+    # -- the API -----------------------------------------------------------------------
+
+    def send(self, data: bytes | str, binary: bool | None = None) -> None:
+        """Send one frame: text for ``str`` (or ``binary=False``), binary for ``bytes``."""
+        transport = self.transport
+        if transport is None:
+            return
+        if isinstance(data, str):
+            payload, is_binary = data.encode(), False if binary is None else binary
+        else:
+            payload, is_binary = data, True if binary is None else binary
+        transport.send(transport.encoder.wrap(payload, is_binary))
+
+    def send_info(self, message: Any) -> None:
+        """Queue ``message`` for :meth:`handle_info`."""
+        if self._state == _OPEN:
+            self._enqueue("info", message)
+
+    def close(
+        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+    ) -> None:
+        """Close the connection; ``terminate`` gets ``channel_reason``."""
+        transport = self.transport
+        self.closed(channel_reason)
+        if transport is not None:
+            transport.close(code, reason)
+
+    # -- the transport's side --------------------------------------------------------------
+
+    def attach(self, transport: Transport) -> None:
+        self.transport = transport
+        self._state = _OPEN
+        if self._id is not None:
+            self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
+
+    def receive(self, data: bytes, binary: bool) -> None:
+        if self._state == _OPEN:
+            self._enqueue("in", (data, binary))
+
+    def closed(self, reason: Any = "shutdown:closed") -> None:
+        if self._state != _OPEN:
+            return
+        self._state = _TERMINATING  # only the terminate message is taken from now on
+        self.transport = None
+        if self._id is not None:
+            self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+        if self._mailbox:
+            self._mailbox.clear()
+        self._enqueue("terminate", reason)
+
+    def _on_id_message(self, message: Any) -> None:
+        if getattr(message, "event", None) == "disconnect":
+            self.close(1001, "disconnected", "shutdown:disconnected")
+
+    # -- the mailbox ---------------------------------------------------------------------------
+
+    def _accepting(self) -> bool:
+        return self._state < _DONE
+
+    async def _dispatch(self, kind: str, value: Any) -> None:
+        if kind == "in":
+            await self.handle_in(*value)
+        elif kind == "info":
+            await self.handle_info(value)
+        else:
+            await self._terminate(value)
+
+    async def _crash(self, exc: Exception) -> None:
+        log.error("%s crashed; closing its connection", type(self).__name__, exc_info=exc)
+        transport = self.transport
+        if self._state == _OPEN:
+            self._state = _TERMINATING
+            self.transport = None
+            if self._id is not None:
+                self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+            if transport is not None:
+                transport.close(1011, "internal error")
+            await self._terminate(exc)
+
+    async def _terminate(self, reason: Any) -> None:
+        self._state = _DONE
+        self._mailbox = None
+        try:
+            await self.terminate(reason)
+        except Exception:
+            log.exception("%s.terminate raised", type(self).__name__)
