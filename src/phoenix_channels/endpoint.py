@@ -37,9 +37,9 @@ from .protocol import Broadcast
 from .pubsub import PubSub
 from .raw import RawSocket
 from .socket import Socket
+from .transports.rfc6455 import Deflate, negotiate_deflate
 
 SocketClass = type[Socket] | type[RawSocket]
-from .transports.rfc6455 import Deflate, negotiate_deflate
 
 __all__ = ["Accepted", "Endpoint", "Refused"]
 
