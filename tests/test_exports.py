@@ -7,6 +7,7 @@ EXPECTED = {
     "Subscription", "UsageError", "WebSocketError", "__version__", "reply", "stop",
     "ExpiredToken", "InvalidToken", "MissingToken", "TokenError", "token",
     "RawSocket",
+    "LongPoll",
 }
 
 

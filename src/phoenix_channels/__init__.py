@@ -28,6 +28,7 @@ from .protocol import Broadcast, Message, Reply
 from .pubsub import LocalAdapter, PubSub, Subscription
 from .raw import RawSocket
 from .socket import Socket
+from .transports.longpoll import LongPoll
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidToken",
     "JoinError",
     "LocalAdapter",
+    "LongPoll",
     "Message",
     "MissingToken",
     "NotJoinedError",

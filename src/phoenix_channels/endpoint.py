@@ -37,6 +37,7 @@ from .protocol import Broadcast
 from .pubsub import PubSub
 from .raw import RawSocket
 from .socket import Socket
+from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
 from .transports.rfc6455 import Deflate, negotiate_deflate
 
 SocketClass = type[Socket] | type[RawSocket]
@@ -140,6 +141,7 @@ class Endpoint:
                 "Endpoint(sockets=...) needs at least one socket, e.g. {'/socket': UserSocket}"
             )
         self._websocket_paths: dict[str, SocketClass] = {}
+        self._longpoll_paths: dict[str, tuple[SocketClass, LongPoll]] = {}
         for path, socket_cls in sockets.items():
             if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket | RawSocket)):
                 raise ConfigurationError(
@@ -148,6 +150,9 @@ class Endpoint:
             if not path.startswith("/"):
                 raise ConfigurationError(f"socket path {path!r} must start with '/'")
             self._websocket_paths[path.rstrip("/") + "/websocket"] = socket_cls
+            options = longpoll_options(socket_cls)
+            if options is not None:
+                self._longpoll_paths[path.rstrip("/") + "/longpoll"] = (socket_cls, options)
         if type(max_frame_size) is not int or max_frame_size < 1:
             raise ConfigurationError("max_frame_size must be a positive number of bytes")
         if drain_batch_size < 1 or drain_interval < 0 or drain_timeout <= 0:
@@ -180,6 +185,8 @@ class Endpoint:
         self.drain_interval = drain_interval
         self.drain_timeout = drain_timeout
         self.connections: set[Connection] = set()
+        self.longpoll_sessions: dict[str, LongPollSession] = {}
+        self.instance_id = secrets.token_urlsafe(12)  # tells this endpoint's sessions apart
         self._started = False
         self._draining: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -392,6 +399,9 @@ class Endpoint:
                 return
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
+            return
+        elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
+            await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
             return
         elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")

@@ -20,6 +20,7 @@ from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .transports.longpoll import LongPoll
     from .transports.base import FrameEncoder, Transport
 
 __all__ = ["ConnectInfo", "Socket"]
@@ -45,6 +46,7 @@ class Socket:
             max_channels = 100                         # joins beyond: "too many channels joined"
             timeout = 60.0                             # seconds without inbound data before closing
             auth_token = False                         # read a token from Sec-WebSocket-Protocol
+            longpoll = False                           # True, or LongPoll(...): serve /longpoll too
 
     Instances carry ``assigns`` (a dict shared by the connection; each channel
     starts from a copy), ``params`` (the connect query parameters),
@@ -55,6 +57,7 @@ class Socket:
     max_channels: ClassVar[int] = 100
     timeout: ClassVar[float] = 60.0
     auth_token: ClassVar[bool] = False
+    longpoll: ClassVar[bool | LongPoll] = False
 
     _router: ClassVar[Router[Route]] = Router({})
 
