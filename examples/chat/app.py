@@ -52,6 +52,7 @@ class RoomChannel(Channel):
 
 class ChatSocket(Socket):
     channels = {"room:*": RoomChannel}
+    longpoll = True  # the JS client's fallback where WebSockets are blocked
 
 
 async def pages(scope: Any, receive: Any, send: Any) -> None:
