@@ -12,18 +12,12 @@ from typing import Any
 import orjson
 
 from ..errors import DecodeError, EncodeError
+from ._json import dumps
 from .messages import PHX_REPLY, Broadcast, Message, Ref
 
 __all__ = ["V1"]
 
 _REQUIRED = ("topic", "event", "payload", "ref")
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError as exc:
-        raise EncodeError(f"payload cannot be encoded as JSON: {exc}") from None
 
 
 class V1:
@@ -60,7 +54,7 @@ class V1:
     ) -> tuple[bytes, bool]:
         if type(payload) is bytes:
             raise EncodeError("protocol version 1.0.0 cannot carry binary payloads")
-        return _dumps({"event": event, "payload": payload, "ref": ref, "topic": topic}), False
+        return dumps({"event": event, "payload": payload, "ref": ref, "topic": topic}), False
 
     @staticmethod
     def encode_reply(
@@ -69,13 +63,13 @@ class V1:
         if type(response) is bytes:
             raise EncodeError("protocol version 1.0.0 cannot carry binary payloads")
         payload = {"response": response, "status": status}
-        return _dumps({"event": PHX_REPLY, "payload": payload, "ref": ref, "topic": topic}), False
+        return dumps({"event": PHX_REPLY, "payload": payload, "ref": ref, "topic": topic}), False
 
     @staticmethod
     def encode_broadcast(broadcast: Broadcast) -> tuple[bytes, bool]:
         if type(broadcast.payload) is bytes:
             raise EncodeError("protocol version 1.0.0 cannot carry binary payloads")
-        return _dumps(
+        return dumps(
             {
                 "event": broadcast.event,
                 "payload": broadcast.payload,

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import DecodeError, EncodeError
+from ._json import dumps
 from .messages import PHX_REPLY, Broadcast, Message, Ref
 
 __all__ = ["V2"]
@@ -35,13 +36,6 @@ def _field(name: str, value: str) -> bytes:
     if len(data) > 255:
         raise EncodeError(f"{name} is {len(data)} bytes; binary frames allow at most 255")
     return data
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
-        raise EncodeError(f"payload cannot be encoded as JSON: {exc}") from None
 
 
 class V2:
@@ -104,7 +98,7 @@ class V2:
             return bytes((_PUSH, len(jr), len(t), len(e))) + jr + t + e + payload, True
         if not isinstance(payload, dict):
             raise EncodeError(f"push payload must be a dict or bytes, got {type(payload).__name__}")
-        return _dumps([join_ref, ref, topic, event, payload]), False
+        return dumps([join_ref, ref, topic, event, payload]), False
 
     @staticmethod
     def encode_reply(
@@ -115,7 +109,7 @@ class V2:
             t, s = _field("topic", topic), _field("status", status)
             header = bytes((_REPLY, len(jr), len(r), len(t), len(s)))
             return header + jr + r + t + s + response, True
-        return _dumps(
+        return dumps(
             [join_ref, ref, topic, PHX_REPLY, {"response": response, "status": status}]
         ), False
 
@@ -129,7 +123,7 @@ class V2:
             raise EncodeError(
                 f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
             )
-        return _dumps([None, None, broadcast.topic, broadcast.event, payload]), False
+        return dumps([None, None, broadcast.topic, broadcast.event, payload]), False
 
 
 def _is_ref(value: object) -> bool:
