@@ -465,3 +465,20 @@ async def test_on_stop_runs_once_however_the_channel_ends(endpoint: Endpoint) ->
     client.socket.closed()
     await client.settle()
     assert len(ended) == 3
+
+
+async def test_a_join_reply_that_cannot_be_encoded_is_a_crashed_join(endpoint: Endpoint) -> None:
+    class Unencodable(RoomChannel):
+        async def join(self, topic: str, payload: Any) -> Any:
+            return {"value": object()}
+
+    class S(Socket):
+        channels = {"room:*": Unencodable}
+
+    client = await connect(endpoint, S)
+    client.send("1", "1", "room:u", "phx_join", {})
+    assert await client.frames(1) == [["1", "1", "room:u", "phx_reply",
+                                       {"response": {"reason": "join crashed"},
+                                        "status": "error"}]]
+    assert client.socket.channel_count == 0
+    assert endpoint.pubsub.subscribers("room:u") == 0

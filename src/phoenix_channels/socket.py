@@ -20,8 +20,8 @@ from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
-    from .transports.longpoll import LongPoll
     from .transports.base import FrameEncoder, Transport
+    from .transports.longpoll import LongPoll
 
 __all__ = ["ConnectInfo", "Socket"]
 
@@ -33,6 +33,7 @@ Route = tuple[type[Channel], dict[str, Any] | None]
 _UNMATCHED = {"reason": "unmatched topic"}
 _TOO_MANY = {"reason": "too many channels joined"}
 _CRASH = {"reason": "channel_crash"}
+_JOIN_CRASHED = {"reason": "join crashed"}
 _PENDING_LIMIT = 1000  # inbound messages held while a join runs, before reading pauses
 
 
@@ -224,45 +225,33 @@ class Socket:
         channel._enqueue("join", msg)
 
     def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool:
-        """The channel's join finished; False if the ok reply could not be encoded."""
+        """The channel's join finished; False if its ok reply could not be encoded."""
         if self._joining is not channel:  # the connection closed meanwhile
             return True
         self._joining = None
-        ok = True
+        encoder = self._encoder
+        try:
+            frame = encoder.reply(msg.join_ref, msg.ref, msg.topic, status, response)
+            encoded = True
+        except EncodeError:
+            log.exception("the %s reply to the join of %r cannot be encoded", status, msg.topic)
+            frame = encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", _JOIN_CRASHED)
+            encoded = False
         entry = self._table.entries.get(msg.topic)
-        if status == "ok" and entry is not None:
-            try:
-                frame = self._encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", response)
-            except EncodeError:
-                log.exception("join reply of %r cannot be encoded", msg.topic)
-                frame, ok = None, False
-            if ok:
+        if entry is not None:
+            if status == "ok" and encoded:
                 entry.advance("joined")
                 self.endpoint.pubsub.subscribe_fastlane(
-                    msg.topic, channel, self._send, self._encoder, channel._intercepts
+                    msg.topic, channel, self._send, encoder, channel._intercepts
                 )
-                self._send(frame)
-        if not ok or status != "ok":
-            if entry is not None:
-                self._table.remove(entry)
-            if ok:
-                try:
-                    frame = self._encoder.reply(msg.join_ref, msg.ref, msg.topic, status, response)
-                except EncodeError:
-                    log.exception("join error reply of %r cannot be encoded", msg.topic)
-                    frame = self._encoder.reply(
-                        msg.join_ref, msg.ref, msg.topic, "error", {"reason": "join crashed"}
-                    )
             else:
-                frame = self._encoder.reply(
-                    msg.join_ref, msg.ref, msg.topic, "error", {"reason": "join crashed"}
-                )
-            self._send(frame)
+                self._table.remove(entry)
+        self._send(frame)
         old, self._replaced = self._replaced, None
         if old is not None:
-            self._send(self._encoder.push(old.join_ref, old.join_ref, old.topic, PHX_CLOSE, {}))
+            self._send(encoder.push(old.join_ref, old.join_ref, old.topic, PHX_CLOSE, {}))
         self._drain_pending()
-        return ok
+        return encoded or status != "ok"
 
     def _drain_pending(self) -> None:
         pending = self._pending
