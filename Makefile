@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-python test-js lint typecheck bench bootstrap clean
+.PHONY: demo test test-python test-js test-autobahn lint typecheck bench bootstrap clean
 
 bootstrap: $(STAMP) tests/js/node_modules/.installed examples/chat/node_modules/.installed
 
@@ -32,7 +32,13 @@ test-python: $(STAMP)
 	$(PY) -m pytest -q
 
 test-js: $(STAMP) tests/js/node_modules/.installed
-	PHX_PYTHON=$(abspath $(PY)) node --test tests/js/
+	PHX_PYTHON=$(abspath $(PY)) PHX_TRANSPORT=websocket node --test tests/js/
+	PHX_PYTHON=$(abspath $(PY)) PHX_TRANSPORT=longpoll node --test tests/js/
+
+# RFC 6455 conformance (Autobahn|Testsuite) of the fast path; installs the suite
+# (Python 2.7) under tests/autobahn/.venv on first use. AUTOBAHN=--all for every case.
+test-autobahn: $(STAMP)
+	$(PY) -m tests.autobahn.run $(AUTOBAHN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -122,7 +122,10 @@ class Server:
             ws=protocol_for(endpoint) if fast else "websockets-sansio",
             http=front_protocol_for(endpoint) if fast else "httptools",
         )
-        self.server = uvicorn.Server(self.config)
+        from phoenix_channels.cli import draining_server
+
+        self.server = draining_server(self.config, endpoint) if isinstance(
+            endpoint, Endpoint) else uvicorn.Server(self.config)
         self.port = 0
         self._task: asyncio.Task[None] | None = None
 

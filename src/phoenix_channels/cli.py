@@ -34,9 +34,19 @@ def load_endpoint(spec: str) -> Any:
 
 
 def serve(
-    endpoint: Any, host: str = "127.0.0.1", port: int = 4000, log_level: str = "info"
+    endpoint: Any,
+    host: str = "127.0.0.1",
+    port: int = 4000,
+    log_level: str = "info",
+    *,
+    reuse_port: bool = False,
 ) -> None:
-    """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped."""
+    """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped.
+
+    ``reuse_port``: bind with ``SO_REUSEPORT``, so that several processes
+    serve one port (what ``--workers`` does; also usable with a supervisor
+    of your own, e.g. one systemd unit per worker).
+    """
     import uvicorn
 
     from .transports.websocket import front_protocol_for, protocol_for
@@ -58,7 +68,31 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=endpoint.drain_timeout + 5,
     )
-    uvicorn.Server(config).run()
+    if reuse_port:
+        from ._workers import bind_socket
+
+        draining_server(config, endpoint).run(
+            sockets=[bind_socket(host, port, reuse_port=True)])
+        return
+    draining_server(config, endpoint).run()
+
+
+def draining_server(config: Any, endpoint: Any) -> Any:
+    """A uvicorn Server that starts the endpoint's drain as soon as it is told to stop.
+
+    Uvicorn waits for requests in flight before the lifespan shutdown; a
+    long poll in flight would hold the exit for up to its window. Draining
+    first closes WebSockets (1012) and long-poll sessions, which answers the
+    polls waiting on them at once.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            endpoint.begin_drain()
+            await super().shutdown(sockets=sockets)
+
+    return DrainingServer(config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +105,47 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N processes on one port (needs a cluster PubSub: Redis or NATS)",
+    )
+    run.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT so that several processes can serve the port",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    serve(load_endpoint(args.endpoint), args.host, args.port, args.log_level)
+    endpoint = load_endpoint(args.endpoint)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1:
+        from ._workers import serve_workers
+        from .pubsub import LocalAdapter
+
+        if isinstance(endpoint.pubsub.adapter, LocalAdapter):
+            parser.exit(
+                2,
+                f"phoenix-channels: --workers {args.workers} needs a cluster PubSub adapter. "
+                f"{args.endpoint} uses the local one, so each worker would be an island: a "
+                "broadcast in one process would never reach the clients connected to the "
+                "others. Give the Endpoint pubsub=PubSub.redis(url) or PubSub.nats(url), or "
+                "run one worker.\n",
+            )
+        raise SystemExit(
+            serve_workers(
+                args.endpoint,
+                args.workers,
+                args.host,
+                args.port,
+                args.log_level,
+                grace=endpoint.drain_timeout + 10,
+            )
+        )
+    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port)
 
 
 if __name__ == "__main__":

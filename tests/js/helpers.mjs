@@ -1,18 +1,32 @@
 // Shared helpers of the JS wire suite: start/stop the Python server, build
-// official `phoenix` client sockets on top of `ws`, and wait for events with
-// bounded timeouts that fail with a clear message.
+// official `phoenix` client sockets on top of `ws` or of phoenix's own
+// `LongPoll` (over Node's fetch), and wait for events with bounded timeouts
+// that fail with a clear message.
+//
+// PHX_TRANSPORT=websocket|longpoll (default websocket) picks the transport of
+// every client the suite creates; tests branch on `LONGPOLL` only where the
+// transports genuinely differ.
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Socket } from "phoenix";
+import { LongPoll, Socket } from "phoenix";
 import WebSocket from "ws";
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(HERE, "..", "..");
 export const PYTHON = process.env.PHX_PYTHON || path.join(REPO_ROOT, ".venv", "bin", "python");
 export const APP = "tests.js.server_app:endpoint";
+
+/** The transport of the run: PHX_TRANSPORT=websocket|longpoll (default websocket). */
+export const TRANSPORT = (process.env.PHX_TRANSPORT || "websocket").trim().toLowerCase();
+if (TRANSPORT !== "websocket" && TRANSPORT !== "longpoll") {
+  throw new Error(`PHX_TRANSPORT must be "websocket" or "longpoll", got ${JSON.stringify(process.env.PHX_TRANSPORT)}`);
+}
+/** True when the suite runs over HTTP long polling. */
+export const LONGPOLL = TRANSPORT === "longpoll";
+export { LongPoll };
 
 /** Default bound of every wait in the suite (ms). */
 export const WAIT_MS = 5000;
@@ -57,10 +71,12 @@ process.on("exit", () => {
 /**
  * Starts `python -m phoenix_channels serve tests.js.server_app:endpoint` on
  * `port` (a free one if not given) with cwd = repo root, and resolves once the
- * port accepts TCP connections. Rejects (with the server's stderr) if the
+ * port accepts TCP connections. `app` (another module:endpoint), `env`
+ * (added to the environment) and `args` (more command-line arguments, e.g.
+ * `--workers 3`) change what is started. Rejects (with the server's stderr) if the
  * process exits first or the port is not open within 15 s.
  */
-export async function startServer({ port } = {}) {
+export async function startServer({ port, app = APP, env: extraEnv = {}, args: extraArgs = [] } = {}) {
   port = port ?? (await freePort());
   const srcDir = path.join(REPO_ROOT, "src");
   const env = {
@@ -68,8 +84,9 @@ export async function startServer({ port } = {}) {
     PYTHONUNBUFFERED: "1",
     // Lets the suite run from a checkout even when the package is not installed.
     PYTHONPATH: [srcDir, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+    ...extraEnv,
   };
-  const args = ["-m", "phoenix_channels", "serve", APP, "--host", "127.0.0.1", "--port", String(port)];
+  const args = ["-m", "phoenix_channels", "serve", app, "--host", "127.0.0.1", "--port", String(port), ...extraArgs];
   const proc = spawn(PYTHON, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -297,18 +314,56 @@ export function recordingTransport(sentLog, receivedLog) {
 }
 
 /**
+ * A phoenix `LongPoll` subclass that records the frames the client sends
+ * (what `send(body)` gets: a string, or an ArrayBuffer copy for a binary
+ * frame, before LongPoll base64-encodes it into an ndjson line) and the
+ * frames it receives (each message of a poll response, as handed to
+ * `onmessage({data})`: always a string).
+ *
+ * Note: phoenix's Socket keeps custom `encode`/`decode` options only when its
+ * transport is not `LongPoll` itself (socket.js: `this.transport !== LongPoll`),
+ * so with this subclass they are kept, as they are when a WebSocket socket
+ * falls back to LongPoll (`longPollFallbackMs`). v1.test.mjs covers both.
+ */
+export function recordingLongPoll(sentLog, receivedLog) {
+  const copy = (data) => (data instanceof ArrayBuffer ? data.slice(0) : ArrayBuffer.isView(data) ? data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) : data);
+  return class RecordingLongPoll extends LongPoll {
+    // LongPoll's constructor assigns `this.onmessage = ...` and so does the
+    // socket's Connection later: both go through this setter.
+    get onmessage() {
+      return this._recordingOnMessage;
+    }
+
+    set onmessage(handler) {
+      this._recordingOnMessage = (event) => {
+        receivedLog.push(copy(event.data));
+        return handler.call(this, event);
+      };
+    }
+
+    send(body) {
+      sentLog.push(copy(body));
+      return super.send(body);
+    }
+  };
+}
+
+/**
  * Creates (not connects) a phoenix `Socket` to `server`. Records socket
  * events in `client.log` ({type: "open"|"close"|"error"|"message", ...}, where
  * "message" entries are the decoded {topic, event, payload, ref, join_ref}
  * given to socket.onMessage), and raw frames in `client.sent` /
- * `client.received`.
+ * `client.received`. `via` ("websocket"|"longpoll", default the run's
+ * TRANSPORT) picks the transport; a `transport` option replaces it (and then
+ * no frames are recorded unless that class records them).
  */
-export function makeClient(server, { params = {}, ...opts } = {}) {
+export function makeClient(server, { params = {}, via = TRANSPORT, ...opts } = {}) {
   const log = new EventLog("socket events");
   const sent = new EventLog("sent frames");
   const received = new EventLog("received frames");
+  if (via !== "websocket" && via !== "longpoll") throw new Error(`unknown transport ${via}`);
   const socket = new Socket(server.url, {
-    transport: recordingTransport(sent, received),
+    transport: via === "longpoll" ? recordingLongPoll(sent, received) : recordingTransport(sent, received),
     params,
     reconnectAfterMs: () => 50,
     rejoinAfterMs: () => 50,
@@ -321,7 +376,7 @@ export function makeClient(server, { params = {}, ...opts } = {}) {
     log.push({ type: "error", message: String((error && (error.message || (error.error && error.error.message))) || error) }),
   );
   socket.onMessage((msg) => log.push({ type: "message", ...msg }));
-  return { socket, log, sent, received, server };
+  return { socket, log, sent, received, server, via };
 }
 
 /** Tracks clients of a test so they can all be disconnected afterwards. */

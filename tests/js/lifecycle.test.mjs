@@ -2,9 +2,14 @@
 // heartbeat, refused connect, channel crash -> phx_error -> automatic rejoin,
 // stop(normal) -> phx_close (no rejoin), stop(boom) -> phx_error, and
 // disconnect-by-socket-id (close 1001, then reconnect).
+//
+// Over long polling (PHX_TRANSPORT=longpoll) the JS client sends no
+// heartbeats (LongPoll.skipHeartbeat; socket.ping still works), a refused
+// connect is a {"status": 403} poll (close 1008 "forbidden"), and a session
+// the server ended reaches the client as a 410 poll (close 3410 "session_gone").
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Clients, join, messagesFor, ping, pushAsync, rawPush, startServer, topic } from "./helpers.mjs";
+import { Clients, join, LONGPOLL, messagesFor, ping, pushAsync, rawPush, startServer, topic } from "./helpers.mjs";
 
 let server;
 const clients = new Clients();
@@ -21,7 +26,47 @@ after(async () => {
 const isMsg = (t, event) => (e) => e.type === "message" && e.topic === t && e.event === event;
 
 describe("heartbeat", () => {
-  test("with a 100 ms heartbeat the client gets prompt replies and stays connected", async () => {
+  const HEARTBEAT = LONGPOLL
+    ? "long poll: no heartbeats are sent (even with a 100 ms interval), socket.ping works, the connection stays up"
+    : "with a 100 ms heartbeat the client gets prompt replies and stays connected";
+  test(HEARTBEAT, async () => {
+    if (LONGPOLL) await longPollWithoutHeartbeats();
+    else await webSocketHeartbeats();
+  });
+
+  async function longPollWithoutHeartbeats() {
+    const client = await clients.open(server, { heartbeatIntervalMs: 100 });
+    assert.equal(client.socket.conn.skipHeartbeat, true, "LongPoll asks the socket to skip heartbeats");
+    const t = topic("hb-lp");
+    const { channel } = await join(client, t);
+
+    // 35 heartbeat intervals pass without a heartbeat. That is also longer than
+    // the server's inactivity limit (1.5 x the 2 s poll window of server_app):
+    // the poll loop alone keeps the session alive.
+    await new Promise((r) => setTimeout(r, 3500));
+    const isHeartbeat = (f) => typeof f === "string" && f.includes('"phoenix","heartbeat"');
+    assert.equal(client.sent.count(isHeartbeat), 0, "no heartbeat frame was sent");
+    assert.equal(client.log.count((e) => e.type === "close" || e.type === "error"), 0, "no close/error");
+    assert.equal(client.log.count((e) => e.type === "open"), 1, "still the first connection");
+
+    // socket.ping sends one heartbeat and gets its reply.
+    const rtt = await ping(client);
+    assert.ok(typeof rtt === "number" && rtt >= 0, `rtt ${rtt}`);
+    const sentHeartbeats = client.sent.filter(isHeartbeat).map((f) => JSON.parse(f));
+    assert.equal(sentHeartbeats.length, 1, "exactly the ping's heartbeat was sent");
+    const replies = messagesFor(client, "phoenix", "phx_reply");
+    assert.equal(replies.length, 1, "one heartbeat reply: the ping's");
+    const [reply] = replies;
+    assert.deepEqual(reply.payload, { status: "ok", response: {} });
+    assert.equal(reply.ref, sentHeartbeats[0][1]);
+    assert.equal(reply.join_ref, null, "heartbeat reply has join_ref null");
+    assert.ok(client.socket.isConnected());
+
+    const echo = await pushAsync(channel, "echo", { alive: true });
+    assert.deepEqual([echo.status, echo.response], ["ok", { alive: true }]);
+  }
+
+  async function webSocketHeartbeats() {
     const client = await clients.open(server, { heartbeatIntervalMs: 100 });
     const t = topic("hb");
     const { channel } = await join(client, t);
@@ -48,7 +93,7 @@ describe("heartbeat", () => {
 
     const echo = await pushAsync(channel, "echo", { alive: true });
     assert.deepEqual([echo.status, echo.response], ["ok", { alive: true }]);
-  });
+  }
 
   test("a heartbeat needs no joined channel, and other events on 'phoenix' are unmatched", async () => {
     const client = await clients.open(server);
@@ -66,7 +111,11 @@ describe("connect", () => {
     client.socket.connect();
     // The client retries (reconnectAfterMs 50 ms); each attempt fails.
     const errors = await client.log.waitForCount((e) => e.type === "error", 2, "two failed connection attempts");
-    assert.match(errors[0].message, /403/, "the handshake was refused with HTTP 403");
+    assert.match(errors[0].message, /403/, "the handshake was refused with HTTP 403 (long poll: a {status: 403} body)");
+    if (LONGPOLL) {
+      const closed = await client.log.waitFor((e) => e.type === "close", "LongPoll closes after the 403");
+      assert.deepEqual([closed.code, closed.reason], [1008, "forbidden"]);
+    }
     assert.equal(client.log.count((e) => e.type === "open"), 0, "the socket never opened");
     assert.equal(client.socket.isConnected(), false);
     client.socket.disconnect();
@@ -178,7 +227,7 @@ describe("graceful stop", () => {
 });
 
 describe("disconnect by socket id", () => {
-  test("Endpoint.broadcast(id, 'disconnect') closes every socket with that id (1001); they reconnect and rejoin", async () => {
+  test("Endpoint.broadcast(id, 'disconnect') closes every socket with that id (1001; long poll: 3410 session_gone); they reconnect and rejoin", async () => {
     const userId = `dc-${process.pid}-${Date.now()}`;
     const a1 = await clients.open(server, { params: { user_id: userId } });
     const a2 = await clients.open(server, { params: { user_id: userId } });
@@ -189,7 +238,15 @@ describe("disconnect by socket id", () => {
     channel.push("disconnect_me", {}, 1000);
     for (const [name, c] of [["a1", a1], ["a2", a2]]) {
       const closed = await c.log.waitFor((e) => e.type === "close", `${name} is closed by the server`);
-      assert.equal(closed.code, 1001, `${name} close code`);
+      if (LONGPOLL) {
+        // The session ended; the next poll finds no session (410) and LongPoll
+        // reports an error (410) then closes with 3410 "session_gone".
+        assert.deepEqual([closed.code, closed.reason], [3410, "session_gone"], `${name} close`);
+        const errors = c.log.filter((e) => e.type === "error");
+        assert.deepEqual(errors.map((e) => e.message), ["410"], `${name} error before the close`);
+      } else {
+        assert.equal(closed.code, 1001, `${name} close code`);
+      }
     }
 
     // The JS client reconnects by itself, and the channel rejoins.

@@ -12,8 +12,15 @@ Join params (all optional):
     ``crash_join``  raise inside ``join`` (client gets ``{"reason": "join crashed"}``)
     ``after_join``  push ``welcome`` from ``handle_info`` right after the join
 
-Connect params: ``token=reject`` refuses the connection (HTTP 403);
-``user_id=X`` gives the socket the id ``user_socket:X``.
+Connect params: ``token=reject`` refuses the connection (HTTP 403; over long
+poll a ``{"status": 403}`` body); ``user_id=X`` gives the socket the id
+``user_socket:X``.
+
+The socket serves WebSocket at ``/socket/websocket`` and HTTP long polling at
+``/socket/longpoll`` (the suite picks one with ``PHX_TRANSPORT``). The poll
+window is 2 s instead of Phoenix's 10 s so that sessions the tests abandon
+(a long-poll client never says goodbye) end after a few seconds; everything
+else is the default.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from phoenix_channels import Channel, Endpoint, JoinError, Socket, reply, stop
+from phoenix_channels import Channel, Endpoint, JoinError, LongPoll, Socket, reply, stop
 
 # Tasks started for asynchronous replies; kept so they are not garbage collected.
 _background: set[asyncio.Task[Any]] = set()
@@ -61,6 +68,10 @@ class RoomChannel(Channel):
             return reply("ok")
         if event == "noreply":
             return None
+        if event == "inspect":  # what arrived, as JSON (binary pushes over long poll)
+            if isinstance(payload, bytes):
+                return reply("ok", {"binary": True, "bytes": list(payload)})
+            return reply("ok", {"binary": False, "payload": payload})
 
         # -- broadcasts ----------------------------------------------------
         if event == "shout":  # to every subscriber, the sender included (JSON or bytes)
@@ -140,6 +151,7 @@ class RoomChannel(Channel):
 
 class UserSocket(Socket):
     channels = {"room:*": RoomChannel}
+    longpoll = LongPoll(window=2.0)
 
     async def connect(self, params: dict[str, Any], connect_info: Any) -> bool:
         if params.get("token") == "reject":

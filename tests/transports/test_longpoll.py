@@ -312,3 +312,55 @@ async def test_a_request_on_another_endpoint_reaches_the_session_through_pubsub(
         assert await other.messages(1) == [[None, None, "room:x", "hello", {"from": "a"}]]
         assert (await other.get())["status"] == 204
         assert len(a.endpoint.longpoll_sessions) == 1 and not b.endpoint.longpoll_sessions
+
+
+async def test_shutdown_answers_waiting_polls_at_once() -> None:
+    class SlowWindow(LPSocket):
+        longpoll = LongPoll(window=10.0)
+
+    endpoint = Endpoint(sockets={"/socket": SlowWindow}, check_origin=False,
+                        drain_interval=0.0)
+    srv = Server(endpoint)
+    await srv.__aenter__()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}", timeout=20) as http:
+        lp = LP(http)
+        await lp.open()
+        await lp.post(["1", "1", "room:s", "phx_join", {}])
+        await lp.messages(1)
+        waiting = asyncio.ensure_future(lp.get())
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(srv.stop())
+        async with asyncio.timeout(5):  # well inside the 10 s window
+            body = await waiting
+            await stopping
+        assert body["status"] in (200, 204)
+    assert [e for e in ENDED if e[0] == "room:s"] == [("room:s", "shutdown:draining")]
+
+
+async def test_a_poll_the_client_abandons_loses_nothing(server: Server,
+                                                       http: httpx.AsyncClient) -> None:
+    lp = LP(http)
+    await lp.open()
+    await lp.post(["1", "1", "room:a", "phx_join", {}])
+    await lp.messages(1)
+    abandoned = asyncio.ensure_future(lp.get())
+    await asyncio.sleep(0.05)
+    abandoned.cancel()  # the client gives up on this request and closes its connection
+    await asyncio.sleep(0.05)
+    await server.endpoint.broadcast("room:a", "after", {"n": 1})
+    assert await lp.messages(1) == [[None, None, "room:a", "after", {"n": 1}]]
+
+
+async def test_a_binary_broadcast_skips_long_poll_clients_with_one_warning(
+        server: Server, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    clients = [LP(http) for _ in range(3)]
+    for lp in clients:
+        await lp.open()
+        await lp.post(["1", "1", "room:bin", "phx_join", {}])
+        await lp.messages(1)
+    await server.endpoint.broadcast("room:bin", "blob", b"\x00\x01")
+    await server.endpoint.broadcast("room:bin", "json", {"ok": True})
+    for lp in clients:
+        assert await lp.messages(1) == [[None, None, "room:bin", "json", {"ok": True}]]
+    warnings = [r for r in caplog.records if "binary broadcast" in r.getMessage()]
+    assert len(warnings) == 1

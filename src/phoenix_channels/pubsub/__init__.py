@@ -32,6 +32,8 @@ __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
 
 log = logging.getLogger("phoenix_channels.pubsub")
 
+_UNENCODED = object()
+
 Callback = Callable[[Any], None]
 
 
@@ -42,7 +44,9 @@ class Adapter(Protocol):
     node by name. A receiving node calls :meth:`PubSub.local_broadcast`.
     ``topic_added``/``topic_removed`` say when this node gains its first, or
     loses its last, subscriber of a topic, so an adapter can subscribe on its
-    engine per topic.
+    engine per topic; such an adapter also defines ``async def prepare(topic)``
+    (see :meth:`PubSub.prepare`). Cluster adapters: :meth:`PubSub.redis`,
+    :meth:`PubSub.nats`.
     """
 
     node_name: str
@@ -104,6 +108,28 @@ class PubSub:
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
         self._started = False
 
+    @classmethod
+    def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> PubSub:
+        """A PubSub whose broadcasts reach every node sharing this Redis (see docs/cluster.md).
+
+        ``options``: ``node_name``, ``prefix``, ``shards``, ``timeout``,
+        ``max_backoff``, ``health_interval`` (:class:`.redis.RedisAdapter`).
+        """
+        from .redis import RedisAdapter
+
+        return cls(RedisAdapter(url, **options))
+
+    @classmethod
+    def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Any) -> PubSub:
+        """A PubSub whose broadcasts reach every node on this NATS (needs ``[nats]``).
+
+        ``options``: those of :meth:`redis`, plus ``connect_options`` for
+        ``nats.connect`` (:class:`.nats.NatsAdapter`).
+        """
+        from .nats import NatsAdapter
+
+        return cls(NatsAdapter(url, **options))
+
     @property
     def node_name(self) -> str:
         return self.adapter.node_name
@@ -153,6 +179,24 @@ class PubSub:
             subs = self._topics[topic] = {}
             self.adapter.topic_added(topic)
         subs[key] = entry
+
+    async def prepare(self, topic: str) -> None:
+        """Return once broadcasts on ``topic`` from other nodes will reach this node.
+
+        Adapters that subscribe on their engine per topic (Redis, NATS) need
+        a round trip for a topic this node had no subscriber for; call this
+        before subscribing when nothing published after that point may be
+        missed (a channel does it before its join reply). Bounded by the
+        adapter's timeout, and a no-op for adapters without engine
+        subscriptions (the local one: it returns without suspending).
+        """
+        prepare = getattr(self.adapter, "prepare", None)
+        if prepare is None:
+            return
+        try:
+            await prepare(topic)
+        except Exception:  # a failing adapter costs the guarantee, never the join
+            log.exception("preparing topic %r failed", topic)
 
     def subscribers(self, topic: str) -> int:
         """How many subscribers ``topic`` has on this node."""
@@ -216,10 +260,11 @@ class PubSub:
             elif intercepts is not None and event in intercepts:
                 owner._intercepted(message)
             else:
-                frame = frames.get(encoder)
-                if frame is None:
+                frame = frames.get(encoder, _UNENCODED)
+                if frame is _UNENCODED:
                     frame = frames[encoder] = encoder.broadcast(message)
-                target(frame)
+                if frame is not None:  # None: this encoder cannot carry it (logged once)
+                    target(frame)
 
 
 class Subscription:

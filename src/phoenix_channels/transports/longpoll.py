@@ -34,6 +34,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -240,6 +241,11 @@ class LongPollSession:
         except TimeoutError:
             # frames handed over just as the window closed are not dropped
             return waiter.result() if waiter.done() and not waiter.cancelled() else []
+        except asyncio.CancelledError:
+            # the client went away: frames handed to this poll go back for the next one
+            if waiter.done() and not waiter.cancelled():
+                self._outbox.extendleft(reversed(waiter.result()))
+            raise
         finally:
             if self._waiter is waiter:
                 self._waiter = None
@@ -448,6 +454,30 @@ def _frames(body: bytes, content_type: str) -> list[tuple[bytes, bool]] | None:
     return frames
 
 
+async def _unless_disconnected(poll: Awaitable[list[str]],
+                               receive: ASGIReceive) -> list[str] | None:
+    """The poll's frames, or None if the client disconnected first (the poll is cancelled)."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    polling = asyncio.ensure_future(poll)
+    watching = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({polling, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if polling.done():
+        return polling.result()
+    polling.cancel()
+    try:
+        await polling
+    except asyncio.CancelledError:
+        pass
+    return None
+
+
 async def serve_longpoll(
     endpoint: Endpoint,
     socket_cls: SocketClass,
@@ -529,7 +559,9 @@ async def serve_longpoll(
 
     # GET
     if session is not None:
-        messages = await session.poll(options.window)
+        messages = await _unless_disconnected(session.poll(options.window), receive)
+        if messages is None:
+            return
         await _json(
             send, {"status": 200 if messages else 204, "token": raw_token, "messages": messages}
         )
