@@ -8,6 +8,7 @@ EXPECTED = {
     "ExpiredToken", "InvalidToken", "MissingToken", "TokenError", "token",
     "RawSocket",
     "LongPoll",
+    "Presence", "Tracker", "AlreadyTrackedError", "NotTrackedError",
 }
 
 

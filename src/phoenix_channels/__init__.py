@@ -24,6 +24,7 @@ from .errors import (
     UsageError,
     WebSocketError,
 )
+from .presence import AlreadyTrackedError, NotTrackedError, Presence, Tracker
 from .protocol import Broadcast, Message, Reply
 from .pubsub import LocalAdapter, PubSub, Subscription
 from .raw import RawSocket
@@ -33,6 +34,7 @@ from .transports.longpoll import LongPoll
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyTrackedError",
     "Broadcast",
     "BroadcastError",
     "Channel",
@@ -49,7 +51,9 @@ __all__ = [
     "Message",
     "MissingToken",
     "NotJoinedError",
+    "NotTrackedError",
     "PhoenixChannelsError",
+    "Presence",
     "PubSub",
     "RawSocket",
     "RemoteError",
@@ -59,6 +63,7 @@ __all__ = [
     "Stop",
     "Subscription",
     "TokenError",
+    "Tracker",
     "UsageError",
     "WebSocketError",
     "__version__",

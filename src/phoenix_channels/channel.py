@@ -354,6 +354,9 @@ class Channel(Mailbox):
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
             return
+        # A cluster adapter subscribes this topic on its engine first, so the
+        # client gets every broadcast sent after the join reply, from any node.
+        await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
         if not sock._join_done(self, msg, "ok", {} if response is None else response):
             self._shutdown()

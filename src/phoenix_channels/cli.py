@@ -71,8 +71,7 @@ def serve(
     if reuse_port:
         from ._workers import bind_socket
 
-        draining_server(config, endpoint).run(
-            sockets=[bind_socket(host, port, reuse_port=True)])
+        draining_server(config, endpoint).run(sockets=[bind_socket(host, port, reuse_port=True)])
         return
     draining_server(config, endpoint).run()
 

@@ -55,6 +55,14 @@ _TOKEN_PREFIX = "base64url.bearer.phx."
 _NOT_FOUND = b'{"errors":{"detail":"Not Found"}}'
 
 
+class Service(Protocol):
+    """Something that runs with the endpoint (see :meth:`Endpoint.add_service`)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Connection(Protocol):
     """What the endpoint keeps of each open connection, whatever its transport."""
 
@@ -114,7 +122,10 @@ class Endpoint:
       given, which is fine for one process but not for a cluster.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
-      with code 1013 (8 MiB; fast path).
+      with code 1013 (8 MiB).
+    * ``max_connections_per_client``: open connections allowed from one peer
+      address (off: ``None``); more get HTTP 429. It counts the TCP peer, so
+      behind a proxy every client shares the proxy's address.
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
@@ -131,6 +142,7 @@ class Endpoint:
         max_frame_size: int = 10_000_000,
         compress: bool = False,
         max_outbound_buffer: int = 8 * 1024 * 1024,
+        max_connections_per_client: int | None = None,
         secret_key_base: str | bytes | None = None,
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
@@ -167,6 +179,14 @@ class Endpoint:
         if type(max_outbound_buffer) is not int or max_outbound_buffer < 65536:
             raise ConfigurationError("max_outbound_buffer must be an int of at least 65536 bytes")
         self.max_outbound_buffer = max_outbound_buffer
+        if max_connections_per_client is not None and (
+            type(max_connections_per_client) is not int or max_connections_per_client < 1
+        ):
+            raise ConfigurationError(
+                "max_connections_per_client must be a positive int, or None for no limit"
+            )
+        self.max_connections_per_client = max_connections_per_client
+        self._clients: dict[str, int] = {}  # peer address -> open connections
         if secret_key_base is None:
             # Fine for one process; a cluster must share one (long-poll sessions,
             # tokens signed on one node and verified on another).
@@ -191,6 +211,16 @@ class Endpoint:
         self._draining: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._inner_lifespan: _Lifespan | None = None
+        self._services: list[Service] = []
+
+    def add_service(self, service: Service) -> None:
+        """Run ``service.start()`` when the endpoint starts (after PubSub), and
+        ``service.stop()`` when it stops (after the drain, before PubSub), in reverse order.
+
+        Presence registers its tracker this way, so it is in the cluster
+        before the first connection and sends its last changes after the last.
+        """
+        self._services.append(service)
 
     # -- broadcasting -------------------------------------------------------------
 
@@ -217,6 +247,8 @@ class Endpoint:
             return
         self._started = True
         await self.pubsub.start()
+        for service in self._services:
+            await service.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
 
     async def stop(self) -> None:
@@ -228,6 +260,11 @@ class Endpoint:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for service in reversed(self._services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %r failed", service)
         await self.pubsub.stop()
 
     def begin_drain(self) -> asyncio.Task[None]:
@@ -301,6 +338,15 @@ class Endpoint:
             host, port_text = host_header, ""
         port = int(port_text) if port_text else None
         origin = named.get(b"origin")
+        limit = self.max_connections_per_client
+        if limit is not None and peer is not None and self._clients.get(peer[0], 0) >= limit:
+            log.warning(
+                "refused a connection from %s: %d connections from that address are open "
+                "(max_connections_per_client)",
+                peer[0],
+                limit,
+            )
+            return Refused(429, b"too many connections from this address")
         if origin is not None and not self.origin_policy.allows(
             origin.decode("latin-1"), scheme, host, port
         ):
@@ -383,7 +429,21 @@ class Endpoint:
             if self.compress:
                 offer = named.get(b"sec-websocket-extensions")
                 deflate = negotiate_deflate(offer.decode("latin-1") if offer else None)
+        if sid is not None:  # a disconnect broadcast from any node must reach this socket
+            await self.pubsub.prepare(sid)
+        if limit is not None and peer is not None:
+            sock._client = peer[0]  # counted from attach() to closed()
         return Accepted(sock, subprotocol, deflate)
+
+    def _client_opened(self, address: str) -> None:
+        self._clients[address] = self._clients.get(address, 0) + 1
+
+    def _client_closed(self, address: str) -> None:
+        left = self._clients.get(address, 0) - 1
+        if left > 0:
+            self._clients[address] = left
+        else:
+            self._clients.pop(address, None)
 
     # -- ASGI ------------------------------------------------------------------------------
 

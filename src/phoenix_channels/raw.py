@@ -46,6 +46,7 @@ class RawSocket(Mailbox):
 
     __slots__ = (
         "__dict__",
+        "_client",
         "_id",
         "_state",
         "assigns",
@@ -73,6 +74,7 @@ class RawSocket(Mailbox):
         self.assigns: dict[str, Any] = {}
         self.transport: Transport | None = None
         self._id: str | None = None
+        self._client: str | None = None  # the peer address, when the endpoint counts them
         self._state = _NEW
 
     # -- callbacks to override ---------------------------------------------------------
@@ -127,6 +129,8 @@ class RawSocket(Mailbox):
         self._state = _OPEN
         if self._id is not None:
             self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
+        if self._client is not None:
+            self.endpoint._client_opened(self._client)
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
@@ -139,6 +143,9 @@ class RawSocket(Mailbox):
         self.transport = None
         if self._id is not None:
             self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+        if self._client is not None:
+            self.endpoint._client_closed(self._client)
+            self._client = None
         if self._mailbox:
             self._mailbox.clear()
         self._enqueue("terminate", reason)
@@ -168,6 +175,9 @@ class RawSocket(Mailbox):
             self.transport = None
             if self._id is not None:
                 self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+            if self._client is not None:
+                self.endpoint._client_closed(self._client)
+                self._client = None
             if transport is not None:
                 transport.close(1011, "internal error")
             await self._terminate(exc)

@@ -10,6 +10,7 @@ it) and writes the frames of its channels through its transport.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,8 @@ _TOO_MANY = {"reason": "too many channels joined"}
 _CRASH = {"reason": "channel_crash"}
 _JOIN_CRASHED = {"reason": "join crashed"}
 _PENDING_LIMIT = 1000  # inbound messages held while a join runs, before reading pauses
+_RATE_LIMITED = {"reason": "rate limit exceeded"}
+_TOO_DEEP = {"reason": "payload nested too deeply"}
 
 
 class Socket:
@@ -47,6 +50,8 @@ class Socket:
             max_channels = 100                         # joins beyond: "too many channels joined"
             timeout = 60.0                             # seconds without inbound data before closing
             auth_token = False                         # read a token from Sec-WebSocket-Protocol
+            max_payload_depth = 32                     # deeper: "payload nested too deeply"
+            max_messages_per_second = 1000             # beyond: "rate limit exceeded" (None: off)
             longpoll = False                           # True, or LongPoll(...): serve /longpoll too
 
     Instances carry ``assigns`` (a dict shared by the connection; each channel
@@ -59,20 +64,26 @@ class Socket:
     timeout: ClassVar[float] = 60.0
     auth_token: ClassVar[bool] = False
     longpoll: ClassVar[bool | LongPoll] = False
+    max_payload_depth: ClassVar[int] = 32
+    max_messages_per_second: ClassVar[int | None] = 1000
 
     _router: ClassVar[Router[Route]] = Router({})
 
     __slots__ = (
         "__dict__",
+        "_client",
         "_closed",
         "_encoder",
         "_id",
         "_joining",
         "_pending",
+        "_rate_count",
+        "_rate_start",
         "_replaced",
         "_table",
         "assigns",
         "endpoint",
+        "limited",
         "params",
         "serializer",
         "transport",
@@ -96,6 +107,14 @@ class Socket:
             raise ConfigurationError(f"{cls.__name__}.max_channels must be a positive int")
         if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
             raise ConfigurationError(f"{cls.__name__}.timeout must be a positive number of seconds")
+        if type(cls.max_payload_depth) is not int or cls.max_payload_depth < 1:
+            raise ConfigurationError(f"{cls.__name__}.max_payload_depth must be a positive int")
+        rate = cls.max_messages_per_second
+        if rate is not None and (type(rate) is not int or rate < 1):
+            raise ConfigurationError(
+                f"{cls.__name__}.max_messages_per_second must be a positive int, or None for "
+                "no limit"
+            )
 
     def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
         self.endpoint = endpoint
@@ -110,6 +129,11 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
+        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._rate_count = 0
+        self._rate_start = 0.0
+        self.limited = 0
+        """Inbound messages refused by a limit (rate or depth), for monitoring."""
 
     @classmethod
     def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
@@ -133,6 +157,9 @@ class Socket:
         self.transport = transport
         self._encoder = transport.encoder
         self._closed = False
+        self._rate_start = time.monotonic()
+        if self._client is not None:
+            self.endpoint._client_opened(self._client)
         if self._id is not None:
             self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
 
@@ -144,6 +171,26 @@ class Socket:
             log.warning("closing connection: %s", exc)
             self.close(1011, str(exc)[:120])
             return
+        # Cheap guards first: the walk runs only for frames with enough brackets
+        # to nest that deep, and the clock is read once per max_messages_per_second.
+        depth = self.max_payload_depth
+        if (
+            not binary
+            and len(data) > 2 * depth
+            and data.count(b"[") + data.count(b"{") > depth + 1
+            and _nested_deeper(msg.payload, depth)
+        ):
+            self._refuse(msg, _TOO_DEEP, "payload nested deeper than %d levels", depth)
+            return
+        rate = self.max_messages_per_second
+        if rate is not None:
+            self._rate_count += 1
+            if self._rate_count > rate:
+                now = time.monotonic()
+                if now - self._rate_start < 1.0:
+                    self._refuse(msg, _RATE_LIMITED, "over %d messages per second", rate)
+                    return
+                self._rate_start, self._rate_count = now, 1
         if self._joining is not None:
             pending = self._pending
             if pending is None:
@@ -162,6 +209,9 @@ class Socket:
         self.transport = None
         if self._id is not None:
             self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
+        if self._client is not None:
+            self.endpoint._client_closed(self._client)
+            self._client = None
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):
@@ -271,6 +321,14 @@ class Socket:
         event, payload = (PHX_CLOSE, {}) if graceful else (PHX_ERROR, _CRASH)
         self._send(self._encoder.push(entry.join_ref, entry.join_ref, entry.topic, event, payload))
 
+    def _refuse(self, msg: Message, response: dict[str, str], why: str, limit: int) -> None:
+        """Answer a message refused by a limit with an error reply; log once per burst."""
+        self.limited += 1
+        if self.limited == 1 or self.limited % 1000 == 0:
+            log.warning("refused %d message(s) from %r: " + why, self.limited, self, limit)
+        if self.transport is not None:
+            self._send(self._encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", response))
+
     # -- outbound ---------------------------------------------------------------------
 
     def _send(self, item: Any) -> None:
@@ -285,3 +343,19 @@ class Socket:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests lists/objects more than ``limit`` levels."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if type(node) is dict else node
+        if depth > limit:
+            return True
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False

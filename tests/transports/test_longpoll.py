@@ -364,3 +364,21 @@ async def test_a_binary_broadcast_skips_long_poll_clients_with_one_warning(
         assert await lp.messages(1) == [[None, None, "room:bin", "json", {"ok": True}]]
     warnings = [r for r in caplog.records if "binary broadcast" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_a_session_is_reached_across_processes_sharing_redis() -> None:
+    from ..pubsub.engines import shared_url, unique_prefix
+
+    url, prefix = shared_url("redis"), unique_prefix()
+    one = make_endpoint(PubSub.redis(url, node_name=f"{prefix}-a", prefix=prefix))
+    two = make_endpoint(PubSub.redis(url, node_name=f"{prefix}-b", prefix=prefix))
+    async with Server(one) as a, Server(two) as b, httpx.AsyncClient(timeout=10) as http:
+        first = LP(http, path=f"http://127.0.0.1:{a.port}/socket/longpoll")
+        await first.open()
+        other = LP(http, path=f"http://127.0.0.1:{b.port}/socket/longpoll")
+        other.token = first.token
+        assert await other.post(["1", "1", "room:r", "phx_join", {}]) == {"status": 200}
+        assert (await other.messages(1))[0][4]["status"] == "ok"
+        await b.endpoint.broadcast("room:r", "from_b", {"via": "redis"})
+        assert await other.messages(1) == [[None, None, "room:r", "from_b", {"via": "redis"}]]
+        assert len(a.endpoint.longpoll_sessions) == 1 and not b.endpoint.longpoll_sessions

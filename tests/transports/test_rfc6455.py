@@ -157,3 +157,71 @@ def test_any_sequence_of_messages_round_trips(messages: list[tuple[int, bytes]],
     for i in range(0, len(data), step):
         out += parser.feed(data[i:i + step])
     assert out == messages
+
+
+def test_frames_before_a_violation_are_delivered_and_later_input_ignored() -> None:
+    # Autobahn 3.2, 4.1.3, 5.15: a good message, then a bad frame, in one read.
+    from phoenix_channels.transports.rfc6455 import FrameError
+
+    parser = FrameParser(1000)
+    data = client_frame(OP_TEXT, b"good") + client_frame(OP_TEXT, b"bad", rsv1=True)
+    with pytest.raises(FrameError) as info:
+        parser.feed(data + client_frame(OP_PING, b"after"))
+    assert info.value.code == 1002 and info.value.frames == [(OP_TEXT, b"good")]
+    assert parser.feed(client_frame(OP_TEXT, b"more")) == []  # the stream is lost
+
+
+def test_fragmented_text_fails_at_the_fragment_that_breaks_utf8() -> None:
+    # Autobahn 6.4.1/6.4.2: fail fast, before the message's last fragment arrives.
+    parser = FrameParser(1000)
+    assert parser.feed(client_frame(OP_TEXT, "κόσμε".encode(), fin=False)) == []
+    with pytest.raises(WebSocketError) as info:
+        parser.feed(client_frame(0, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80",
+                                 fin=False))
+    assert info.value.code == 1007
+    # a character split across fragments is fine
+    parser = FrameParser(1000)
+    encoded = "é".encode()
+    assert parser.feed(client_frame(OP_TEXT, encoded[:1], fin=False)) == []
+    assert parser.feed(client_frame(0, encoded[1:])) == [(OP_TEXT, encoded)]
+    # and an unfinished character at the end of the message is not
+    with pytest.raises(WebSocketError) as info:
+        FrameParser(1000).feed(client_frame(OP_TEXT, b"a", fin=False) + client_frame(0, b"\xc3"))
+    assert info.value.code == 1007
+
+
+def test_invalid_utf8_fails_before_the_rest_of_its_frame_arrives() -> None:
+    # Autobahn 6.4.3/6.4.4: one text frame, delivered in pieces.
+    payload = "κόσμε".encode() + b"\xed\xa0\x80" + b"edited" * 10
+    data = client_frame(OP_TEXT, payload)
+    parser = FrameParser(1000)
+    bad_at = len(data) - len(payload) + len("κόσμε".encode()) + 1
+    assert parser.feed(data[:bad_at - 1]) == []
+    with pytest.raises(WebSocketError) as info:
+        parser.feed(data[bad_at - 1:bad_at + 2])  # the frame is far from complete
+    assert info.value.code == 1007
+
+
+@given(st.binary(max_size=60), st.booleans(), st.integers(1, 9))
+def test_utf8_is_judged_the_same_however_the_bytes_arrive(
+    payload: bytes, fragmented: bool, step: int
+) -> None:
+    if fragmented:
+        cut = len(payload) // 2
+        data = client_frame(OP_TEXT, payload[:cut], fin=False) + client_frame(0, payload[cut:])
+    else:
+        data = client_frame(OP_TEXT, payload)
+    try:
+        payload.decode()
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    parser = FrameParser(1000)
+    out = []
+    try:
+        for i in range(0, len(data), step):
+            out += parser.feed(data[i:i + step])
+    except WebSocketError as exc:
+        assert not valid and exc.code == 1007
+    else:
+        assert valid and out == [(OP_TEXT, payload)]

@@ -40,21 +40,36 @@ def asgi_encoder(serializer: Serializer) -> FrameEncoder:
     return _ENCODERS[serializer.vsn]
 
 
+def _size(item: MutableMapping[str, Any]) -> int:
+    data = item.get("bytes") or item.get("text")
+    return len(data) if data else 0
+
+
 class ASGIWebSocket:
     """The Transport of one ASGI WebSocket connection.
 
     ``send`` starts writing at once; a task exists only while the server's
     ``send`` has to wait (back-pressure), and items sent meanwhile queue
-    behind it, so their order is kept.
+    behind it, so their order is kept. The queue is bounded: past
+    ``max_backlog`` bytes the client is not reading, and the connection is
+    closed with 1013 (the endpoint's ``max_outbound_buffer``).
     """
 
     name = "websocket"
 
-    def __init__(self, send: ASGISend, encoder: FrameEncoder, timeout: float) -> None:
+    def __init__(
+        self,
+        send: ASGISend,
+        encoder: FrameEncoder,
+        timeout: float,
+        max_backlog: int = 8 * 1024 * 1024,
+    ) -> None:
         self.encoder = encoder
         self.timeout = timeout
         self.last_seen = time.monotonic()
         self.socket: SocketHandler | None = None
+        self.max_backlog = max_backlog
+        self.backlog = 0  # bytes queued behind a send that waits
         self._send = send
         self._queue: deque[MutableMapping[str, Any]] = deque()
         self._writing = False
@@ -64,6 +79,21 @@ class ASGIWebSocket:
     def send(self, item: MutableMapping[str, Any]) -> None:
         if not self._closing:
             self._write(item)
+            if self.backlog > self.max_backlog:
+                self._slow_consumer()
+
+    def _slow_consumer(self) -> None:
+        log.warning(
+            "closing a connection whose client stopped reading (slow consumer: over "
+            "%d bytes waiting)",
+            self.max_backlog,
+        )
+        self._queue.clear()  # nothing queued will be read: free it now
+        self.backlog = 0
+        if self.socket is not None:
+            self.socket.close(1013, "slow consumer")
+        else:
+            self.close(1013, "slow consumer")
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self._closing:
@@ -72,6 +102,7 @@ class ASGIWebSocket:
 
     def _write(self, item: MutableMapping[str, Any]) -> None:
         self._queue.append(item)
+        self.backlog += _size(item)
         if not self._writing:
             self._writing = True
             _eager.start(self._flush())
@@ -81,11 +112,13 @@ class ASGIWebSocket:
         try:
             while queue:
                 item = queue.popleft()
+                self.backlog -= _size(item)
                 await self._send(item)
                 if item["type"] == "websocket.close":
                     self._closed.set()
         except Exception:  # the client is gone (the server raises); the reader sees it
             queue.clear()
+            self.backlog = 0
             self._closing = True
             self._closed.set()
         finally:
@@ -149,7 +182,9 @@ async def serve_asgi_websocket(
         return
     await send({"type": "websocket.accept", "subprotocol": outcome.subprotocol})
     sock = outcome.socket
-    transport = ASGIWebSocket(send, asgi_encoder(sock.serializer), sock.timeout)
+    transport = ASGIWebSocket(
+        send, asgi_encoder(sock.serializer), sock.timeout, endpoint.max_outbound_buffer
+    )
     transport.socket = sock
     endpoint.connections.add(transport)
     sock.attach(transport)

@@ -317,6 +317,8 @@ class _Remote:
 
     async def __aenter__(self) -> _Remote:
         self.endpoint.pubsub.subscribe(self.topic, self._on_answer)
+        # on a cluster adapter: be subscribed on the engine before asking anything
+        await self.endpoint.pubsub.prepare(self.topic)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -601,6 +603,7 @@ async def serve_longpoll(
     endpoint.longpoll_sessions[new.id] = new
     endpoint.connections.add(new)
     endpoint.pubsub.subscribe(new.topic, new._on_command)
+    await endpoint.pubsub.prepare(new.topic)  # reachable from other nodes before the client knows
     outcome.socket.attach(new)
     await _json(send, {"status": 410, "token": new.token, "messages": []})
 

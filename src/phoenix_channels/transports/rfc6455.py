@@ -15,6 +15,7 @@ connection, so a broadcast is compressed once, not once per subscriber.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import struct
 import zlib
@@ -36,6 +37,7 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "Deflate",
+    "FrameError",
     "FrameParser",
     "accept_key",
     "close_payload",
@@ -90,6 +92,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     426: "Upgrade Required",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -232,15 +235,47 @@ def _check_close(payload: bytes) -> None:
             raise WebSocketError(1007, "close reason is not valid UTF-8") from None
 
 
+class FrameError(WebSocketError):
+    """A violation, and the complete frames that came before it in the same data.
+
+    Deliver ``frames`` first, then fail the connection with ``code``: a client
+    that sent a good message and then a bad frame gets the answer to the
+    good one (Autobahn|Testsuite checks this).
+    """
+
+    def __init__(self, error: WebSocketError, frames: list[tuple[int, bytes]]) -> None:
+        super().__init__(error.code, error.reason)
+        self.frames = frames
+
+
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
 class FrameParser:
     """Turns received bytes into complete messages and control frames.
 
     :meth:`feed` returns ``(opcode, payload)`` pairs: ``OP_TEXT``/``OP_BINARY``
     with the whole (reassembled, decompressed, unmasked) message, or a control
-    opcode with its payload. Text messages are checked to be valid UTF-8.
+    opcode with its payload. Text messages are checked to be valid UTF-8 as
+    their bytes arrive (fragment by fragment, and within a frame that comes
+    in pieces), so invalid text fails where it breaks, not at the end.
+
+    A violation raises :class:`FrameError` (carrying the frames parsed before
+    it). The stream cannot be followed after that: later input is ignored.
     """
 
-    __slots__ = ("_buf", "_deflate", "_frag_op", "_frag_rsv1", "_frags", "_frags_len", "max_size")
+    __slots__ = (
+        "_buf",
+        "_checked",
+        "_deflate",
+        "_failed",
+        "_frag_op",
+        "_frag_rsv1",
+        "_frags",
+        "_frags_len",
+        "_utf8",
+        "max_size",
+    )
 
     def __init__(self, max_size: int, deflate: Deflate | None = None) -> None:
         self.max_size = max_size
@@ -250,17 +285,31 @@ class FrameParser:
         self._frags_len = 0
         self._frag_op = 0
         self._frag_rsv1 = False
+        self._utf8: codecs.IncrementalDecoder | None = None  # the text message's decoder
+        self._checked = 0  # bytes of the unfinished frame's payload already checked
+        self._failed = False
 
     def buffered(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        if self._failed:
+            return out
+        try:
+            self._parse(data, out)
+        except WebSocketError as exc:
+            self._failed = True
+            self._buf, self._frags, self._utf8, self._checked = bytearray(), None, None, 0
+            raise FrameError(exc, out) from None
+        return out
+
+    def _parse(self, data: bytes, out: list[tuple[int, bytes]]) -> None:
         if self._buf:
             self._buf += data
             buf: bytes | bytearray = self._buf
         else:
             buf = data
-        out: list[tuple[int, bytes]] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
@@ -293,6 +342,15 @@ class FrameParser:
                 raise WebSocketError(1009, f"message exceeds the {self.max_size}-byte limit")
             start = pos + hlen + 4
             if end - start < length:
+                if (
+                    end > start
+                    and not rsv1
+                    and (
+                        (opcode == OP_TEXT and self._frags is None)
+                        or (opcode == OP_CONT and self._utf8 is not None)
+                    )
+                ):
+                    self._check_partial(buf, start, end, buf[pos + hlen : start])
                 break
             mask = buf[pos + hlen : start]
             payload = apply_mask(bytes(buf[start : start + length]), bytes(mask)) if length else b""
@@ -309,34 +367,73 @@ class FrameParser:
                     raise WebSocketError(1002, "RSV1 set on a continuation frame")
                 self._frags.append(payload)
                 self._frags_len += length
+                utf8 = self._utf8
+                if utf8 is not None:
+                    checked, self._checked = self._checked, 0
+                    _check_text(utf8, memoryview(payload)[checked:], bool(fin))
                 if fin:
                     message = b"".join(self._frags)
                     op, compressed = self._frag_op, self._frag_rsv1
-                    self._frags, self._frags_len = None, 0
-                    out.append((op, self._finish(op, message, compressed)))
+                    self._frags, self._frags_len, self._utf8 = None, 0, None
+                    out.append((op, self._finish(op, message, compressed, utf8 is not None)))
                 continue
             if self._frags is not None:
                 raise WebSocketError(1002, "new data frame before the fragmented message ended")
+            checked = self._checked
+            if checked:  # a text frame whose first bytes were checked as they came
+                self._checked = 0
+                utf8 = self._utf8
+                assert utf8 is not None
+                _check_text(utf8, memoryview(payload)[checked:], bool(fin))
             if fin:
-                out.append((opcode, self._finish(opcode, payload, bool(rsv1))))
+                self._utf8 = None
+                out.append((opcode, self._finish(opcode, payload, bool(rsv1), bool(checked))))
             else:
                 self._frags, self._frags_len = [payload], length
                 self._frag_op, self._frag_rsv1 = opcode, bool(rsv1)
+                if opcode == OP_TEXT and not rsv1 and not checked:
+                    # compressed text is checked once inflated
+                    self._utf8 = _Utf8Decoder()
+                    _check_text(self._utf8, payload, False)
         if pos >= end:
             self._buf = bytearray()
         elif pos or buf is not self._buf:
             # Keep the unfinished frame; an untouched buffer is kept as is, so a
             # large frame arriving in many pieces is not copied once per piece.
             self._buf = bytearray(buf[pos:])
-        return out
 
-    def _finish(self, opcode: int, payload: bytes, compressed: bool) -> bytes:
+    def _check_partial(
+        self, buf: bytes | bytearray, start: int, end: int, mask: bytes | bytearray
+    ) -> None:
+        """Check the UTF-8 of the part of a text frame received so far (fail fast)."""
+        done = self._checked
+        if end - start <= done:
+            return
+        if self._utf8 is None:  # the first piece of an unfragmented text message
+            self._utf8 = _Utf8Decoder()
+        k = done % 4
+        key = bytes(mask[k:] + mask[:k])
+        _check_text(self._utf8, apply_mask(bytes(buf[start + done : end]), key), False)
+        self._checked = end - start
+
+    def _finish(
+        self, opcode: int, payload: bytes, compressed: bool, validated: bool = False
+    ) -> bytes:
         if compressed:
             assert self._deflate is not None
             payload = self._deflate.decompress(payload, self.max_size)
-        if opcode == OP_TEXT:
+        if opcode == OP_TEXT and not validated:
             try:
                 payload.decode()
             except UnicodeDecodeError:
                 raise WebSocketError(1007, "text message is not valid UTF-8") from None
         return payload
+
+
+def _check_text(
+    decoder: codecs.IncrementalDecoder, fragment: bytes | memoryview, final: bool
+) -> None:
+    try:
+        decoder.decode(fragment, final)
+    except UnicodeDecodeError:
+        raise WebSocketError(1007, "text message is not valid UTF-8") from None

@@ -45,6 +45,7 @@ from .rfc6455 import (
     OP_PING,
     OP_TEXT,
     Deflate,
+    FrameError,
     FrameParser,
     close_payload,
     encode_frame,
@@ -153,25 +154,27 @@ class WebSocketProtocol(asyncio.Protocol):
             self._receive_head(data)
             return
         self.last_seen = time.monotonic()
+        error: FrameError | None = None
         try:
             frames = parser.feed(data)
-        except WebSocketError as exc:
-            log.warning("closing connection: %s", exc)
-            self.close(exc.code, exc.reason)
-            return
+        except FrameError as exc:  # the frames before the violation are answered first
+            frames, error = exc.frames, exc
         sock = self._socket
         for opcode, payload in frames:
+            if opcode == OP_CLOSE:
+                self._client_closed(payload)
+                return
+            if self._closing:  # after our close frame, only the client's close matters
+                continue
             if opcode == OP_TEXT:
                 sock.receive(payload, False)  # type: ignore[union-attr]
             elif opcode == OP_BINARY:
                 sock.receive(payload, True)  # type: ignore[union-attr]
             elif opcode == OP_PING:
                 self.send(encode_frame(0xA, payload))
-            elif opcode == OP_CLOSE:
-                self._client_closed(payload)
-                return
-            if self._closing:
-                return
+        if error is not None:
+            log.warning("closing connection: %s", error)
+            self._fail(error.code, error.reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._server_state is not None:
@@ -215,6 +218,18 @@ class WebSocketProtocol(asyncio.Protocol):
         if sock is not None:
             sock.closed("shutdown:closed")
         self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): the close frame, then our side of TCP.
+
+        The stream after a violation cannot be parsed, so the client's close
+        frame is not waited for; the client sees ours followed by the end of
+        the stream, and closes too (the abort timer bounds it if it does not).
+        """
+        transport = self._transport
+        self.close(code, reason)
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
 
     def pause_reading(self) -> None:
         if self._transport is not None:

@@ -1,0 +1,423 @@
+"""Presence benchmark: tracking cost, payload sizes, replication traffic, failure convergence.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.presence                       # local + Redis (if it answers)
+    .venv/bin/python -m benchmarks.presence --n 10000 --adapters local --json /tmp/p.json
+
+Every figure is measured in one process, for the local adapter and, when
+Redis answers at ``--redis`` (default ``redis://127.0.0.1:6379/0``), for the
+Redis adapter in the same run, side by side:
+
+1. **track N presences in one topic** (N = 10,000 and 100,000 by default):
+   ``await presence.track(owner, key, meta, topic=...)`` N times, one channel
+   subscribed to the topic (so every join's ``presence_diff`` is encoded
+   once, as on a real socket). Wall and CPU time in all, and per presence;
+   Python memory per tracked presence (tracemalloc).
+2. **presence_state**: bytes of the V2 push frame of ``presence.list(topic)``
+   for N presences, and the time to list and encode it.
+3. **replication traffic per heartbeat**, as bytes a node publishes (the
+   cluster codec's encoding): the heartbeat that carries the N new
+   presences; an idle heartbeat; a heartbeat during 1% churn per period; the
+   full-state transfer a new node gets.
+4. **convergence after a node failure**: three nodes (each its own tracker;
+   for the local adapter three trackers share the one PubSub), each tracking
+   ``--per-node`` presences; one stops dead (no goodbye, no last delta: as
+   after SIGKILL). Measured: time until both survivors have reported every
+   one of its presences as left (with ``down_period`` 1 s, broadcast period
+   0.1 s), then the time until a restarted incarnation's presences are listed
+   on both survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from phoenix_channels import Endpoint, PubSub, Socket
+from phoenix_channels.presence import Diff, Presence, Tracker
+from phoenix_channels.protocol import V2, Broadcast
+from phoenix_channels.pubsub import codec
+from phoenix_channels.transports.base import FrameEncoder
+
+
+class _Sink:
+    """A channel's place in the topic: counts the frames its socket would write."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+
+    def write(self, item: Any) -> None:
+        self.frames += 1
+        self.bytes += len(item[0])
+
+    def _intercepted(self, message: Broadcast) -> None:  # pragma: no cover - no intercepts
+        pass
+
+
+_ENCODER = FrameEncoder("bench", V2, lambda data, binary: (data, binary))
+
+
+class _NoSocket(Socket):
+    channels: dict[str, Any] = {}
+
+
+def redis_answers(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 1):
+            return True
+    except OSError:
+        return False
+
+
+def make_pubsub(adapter: str, redis_url: str, prefix: str, node: str) -> PubSub:
+    if adapter == "redis":
+        return PubSub.redis(redis_url, node_name=node, prefix=prefix)
+    return PubSub()
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+def message_bytes(topic: str, message: Any) -> int:
+    """What a cluster node publishes for one message: header + MessagePack body."""
+    return len(codec.encode(codec.BROADCAST, b"node-1", topic, message))
+
+
+# -- 1-3: tracking, presence_state, traffic ----------------------------------------------
+
+
+async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    pubsub = make_pubsub(adapter, redis_url, prefix, "bench-a")
+    endpoint = Endpoint(sockets={"/socket": _NoSocket}, pubsub=pubsub)
+    # A long period: the tracking loop is measured alone, the heartbeat after it.
+    presence = Presence(endpoint, f"bench{n}", broadcast_period=60.0, permdown_period=7200.0)
+    await endpoint.start()
+    topic = "room:bench"
+    sink = _Sink()
+    pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
+    owners = [f"owner-{i}" for i in range(n)]
+    metas = [{"online_at": 1_795_810_789 + i, "name": f"user {i}"} for i in range(n)]
+    try:
+        gc.collect()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for i in range(n):
+            await presence.track(owners[i], f"user-{i}", metas[i], topic=topic)
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        assert sink.frames == n, (sink.frames, n)
+
+        # presence_state: list + encode, as the after-join push does.
+        t0 = time.perf_counter()
+        listed = await presence.list(topic)
+        frame = _ENCODER.push("1", None, topic, "presence_state", listed)
+        state_time = time.perf_counter() - t0
+        state_bytes = len(frame[0])
+
+        # Replication: the heartbeat that carries the N new presences.
+        shard = presence.tracker._shard
+        t0 = time.perf_counter()
+        (heartbeat,) = shard.tick(0.0)
+        tick_time = time.perf_counter() - t0
+        hb_bytes = message_bytes(presence.tracker.topic, heartbeat[1])
+        # An idle heartbeat (sent every max_silent_periods + 1 periods when nothing changes).
+        for t in range(1, 12):
+            out = shard.tick(float(t))
+        idle_bytes = message_bytes(presence.tracker.topic, out[0][1]) if out else 0
+        # 1% churn in one period: that many leave, that many join.
+        churn = max(1, n // 100)
+        for i in range(churn):
+            await presence.untrack(owners[i])
+            await presence.track(owners[i] + "-again", f"user-{i}", metas[i], topic=topic)
+        (churn_hb,) = shard.tick(13.0)
+        churn_bytes = message_bytes(presence.tracker.topic, churn_hb[1])
+        # The full state a new node gets on its first transfer request.
+        snapshot = shard.state.extract(("new-node", 1), {("new-node", 1): 0, shard.ref: 0})
+        from phoenix_channels.presence import wire
+
+        ack = wire.encode_transfer_ack(shard.ref, "new-node", 1, snapshot)
+        t0 = time.perf_counter()
+        transfer_bytes = message_bytes(presence.tracker.topic, ack)
+        transfer_encode = time.perf_counter() - t0
+    finally:
+        await endpoint.stop()
+    return {
+        "adapter": adapter,
+        "n": n,
+        "py_bytes_per_presence": await memory_per_presence(n),
+        "track_wall_s": wall,
+        "track_cpu_s": cpu,
+        "track_cpu_us_each": cpu / n * 1e6,
+        "diff_frames": sink.frames,
+        "state_bytes": state_bytes,
+        "state_list_encode_ms": state_time * 1e3,
+        "heartbeat_bytes_n_joins": hb_bytes,
+        "heartbeat_build_ms": tick_time * 1e3,
+        "idle_heartbeat_bytes": idle_bytes,
+        "churn_1pct_heartbeat_bytes": churn_bytes,
+        "transfer_bytes": transfer_bytes,
+        "transfer_encode_ms": transfer_encode * 1e3,
+    }
+
+
+async def memory_per_presence(n: int) -> float:
+    """Python memory a tracked presence holds (entry, meta, indexes), by tracemalloc.
+
+    A separate pass: tracing slows allocation several times, so the timed
+    pass runs without it. The meta is the benchmark's two-field dict.
+    """
+    tracker = Tracker(PubSub(), "memory", broadcast_period=60.0, permdown_period=7200.0)
+    owners = [f"owner-{i}" for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            tracker.track_nowait(
+                owners[i],
+                "room:bench",
+                f"user-{i}",
+                {"online_at": 1_795_810_789 + i, "name": f"user {i}"},
+            )
+        tracker._shard.state.take_delta()  # what stays once the delta has been gossiped
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+
+
+# -- 4: failure convergence --------------------------------------------------------------
+
+
+def crash(tracker: Tracker) -> None:
+    """Stop a tracker dead, as SIGKILL would: no last delta, no goodbye."""
+    from phoenix_channels.presence.tracker import _running
+
+    tracker._started = False
+    tracker.pubsub.unsubscribe(tracker.topic, tracker._on_message)
+    _running.get(tracker.pubsub, set()).discard((tracker.name, tracker.node_name))
+    if tracker._timer is not None:
+        tracker._timer.cancel()
+    if tracker._sender is not None:
+        tracker._sender.cancel()
+    tracker._outbox.clear()
+
+
+async def bench_failure(per_node: int, adapter: str, redis_url: str) -> dict[str, Any]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"broadcast_period": 0.1, "down_period": 1.0, "permdown_period": 60}
+    shared = PubSub() if adapter == "local" else None
+    pubsubs: list[PubSub] = []
+
+    def pubsub_for(node: str) -> PubSub:
+        if shared is not None:
+            return shared
+        ps = make_pubsub(adapter, redis_url, prefix, node)
+        pubsubs.append(ps)
+        return ps
+
+    nodes: dict[str, Tracker] = {}
+    for name in ("a", "b", "c"):
+        ps = pubsub_for(name)
+        await ps.start()
+        nodes[name] = Tracker(ps, "failover", node_name=name, **options)
+    for t in nodes.values():
+        await t.start()
+    topic = "room:failover"
+    for name, t in nodes.items():
+        for i in range(per_node):
+            await t.track(f"{name}-{i}", topic, f"{name}-user-{i}", {"i": i})
+    total = 3 * per_node
+    try:
+        await eventually(
+            lambda: all(t.count(topic) == total for t in nodes.values()), 60, "initial convergence"
+        )
+        left: dict[str, int] = {"a": 0, "b": 0}
+        done: dict[str, float] = {}
+
+        def counter(name: str) -> Callable[[Diff], None]:
+            def on_diff(diff: Diff) -> None:
+                left[name] += sum(1 for key, _ in diff.leaves if str(key).startswith("c-"))
+                if left[name] >= per_node and name not in done:
+                    done[name] = time.perf_counter()
+
+            return on_diff
+
+        nodes["a"].subscribe(counter("a"))
+        nodes["b"].subscribe(counter("b"))
+        crashed_at = time.perf_counter()
+        crash(nodes["c"])
+        await eventually(lambda: len(done) == 2, 30, "survivors report the leaves")
+        leaves_s = max(done.values()) - crashed_at
+
+        # c restarts: a new incarnation with the same name tracks its presences again.
+        restarted_at = time.perf_counter()
+        ps_c = pubsub_for("c2") if shared is None else shared
+        if shared is None:
+            await ps_c.start()
+        c2 = Tracker(ps_c, "failover", node_name="c", **options)
+        await c2.start()
+        for i in range(per_node):
+            await c2.track(f"c-{i}", topic, f"c-user-{i}", {"i": i, "again": True})
+        await eventually(
+            lambda: nodes["a"].count(topic) == total and nodes["b"].count(topic) == total,
+            60,
+            "survivors list the restarted node's presences",
+        )
+        rejoin_s = time.perf_counter() - restarted_at
+        nodes["c2"] = c2
+    finally:
+        for name, t in nodes.items():
+            if name != "c":
+                await t.stop()
+        for ps in pubsubs:
+            await ps.stop()
+    return {
+        "adapter": adapter,
+        "per_node": per_node,
+        "down_period_s": options["down_period"],
+        "broadcast_period_s": options["broadcast_period"],
+        "leaves_after_crash_s": leaves_s,
+        "rejoin_listed_s": rejoin_s,
+    }
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def print_tracking(results: list[dict[str, Any]]) -> None:
+    head = [
+        "adapter",
+        "N",
+        "track wall",
+        "track CPU",
+        "CPU/presence",
+        "py mem/presence",
+        "presence_state",
+        "list+encode",
+        "hb with N joins",
+        "idle hb",
+        "1% churn hb",
+        "full transfer",
+    ]
+    rows = [
+        [
+            r["adapter"],
+            f"{r['n']:,}",
+            f"{r['track_wall_s']:.2f} s",
+            f"{r['track_cpu_s']:.2f} s",
+            f"{r['track_cpu_us_each']:.1f} µs",
+            f"{r['py_bytes_per_presence']:.0f} B",
+            f"{r['state_bytes'] / 1024:,.0f} KiB",
+            f"{r['state_list_encode_ms']:.0f} ms",
+            f"{r['heartbeat_bytes_n_joins'] / 1024:,.0f} KiB",
+            f"{r['idle_heartbeat_bytes']} B",
+            f"{r['churn_1pct_heartbeat_bytes'] / 1024:,.1f} KiB",
+            f"{r['transfer_bytes'] / 1024:,.0f} KiB",
+        ]
+        for r in results
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    print(_row(head, widths))
+    for row in rows:
+        print(_row(row, widths))
+
+
+def print_failure(results: list[dict[str, Any]]) -> None:
+    head = [
+        "adapter",
+        "presences/node",
+        "down_period",
+        "leaves seen after crash",
+        "restarted node listed after",
+    ]
+    rows = [
+        [
+            r["adapter"],
+            f"{r['per_node']:,}",
+            f"{r['down_period_s']:.1f} s",
+            f"{r['leaves_after_crash_s']:.2f} s",
+            f"{r['rejoin_listed_s']:.2f} s",
+        ]
+        for r in results
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    print(_row(head, widths))
+    for row in rows:
+        print(_row(row, widths))
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="10000,100000", help="presences in one topic")
+    parser.add_argument("--per-node", type=int, default=1000, help="presences per node (failure)")
+    parser.add_argument("--adapters", default="local,redis")
+    parser.add_argument(
+        "--redis", default=os.environ.get("PHX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="failure runs (median shown)")
+    parser.add_argument("--json", help="write the raw figures here")
+    args = parser.parse_args(argv)
+    adapters = [a for a in args.adapters.split(",") if a]
+    if "redis" in adapters and not redis_answers(args.redis):
+        print(f"Redis does not answer at {args.redis}: local adapter only", file=sys.stderr)
+        adapters.remove("redis")
+    sizes = [int(x) for x in args.n.split(",")]
+    print(f"# presence benchmark, python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
+    tracking = [await bench_tracking(n, a, args.redis) for n in sizes for a in adapters]
+    print("\n## tracking N presences in one topic (one subscribed channel), sizes on the wire")
+    print_tracking(tracking)
+    failures = []
+    for a in adapters:
+        runs = [await bench_failure(args.per_node, a, args.redis) for _ in range(args.repeat)]
+        best = dict(runs[0])
+        for key in ("leaves_after_crash_s", "rejoin_listed_s"):
+            best[key] = statistics.median(r[key] for r in runs)
+        failures.append(best)
+    print(f"\n## convergence after a node failure (3 nodes, medians of {args.repeat})")
+    print_failure(failures)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"tracking": tracking, "failure": failures}, f, indent=1)
+    return 0
+
+
+def run(coro: Awaitable[int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(run(main()))

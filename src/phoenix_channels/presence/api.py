@@ -1,0 +1,343 @@
+"""Presence for channels: who is in each topic, in the payloads the Phoenix JS client reads.
+
+A :class:`Presence` binds a :class:`~phoenix_channels.presence.Tracker` to an
+endpoint. A channel tracks itself after its join and pushes the current
+list; every change (a join, a leave, an update, on this node or any other)
+is then broadcast to the topic's subscribers on each node as
+``presence_diff``, which the JS client's ``Presence`` helper applies::
+
+    presence = Presence(endpoint)
+
+    class RoomChannel(Channel):
+        async def join(self, topic, payload):
+            self.send("after_join")
+
+        async def handle_info(self, message):
+            if message == "after_join":
+                await presence.track(self, self.assigns["user_id"], {"online_at": now()})
+                await self.push("presence_state", await presence.list(self.topic))
+
+Payloads, as Phoenix sends them: ``presence_state`` is ``{key: {"metas":
+[meta, ...]}}`` with one meta per tracked channel of that key (a user with
+two tabs has two metas), each meta carrying its ``phx_ref``; a
+``presence_diff`` is ``{"joins": {...}, "leaves": {...}}`` grouped the same
+way; an update is the key in both, the new meta carrying ``phx_ref_prev``.
+Keys are strings in every payload (an int key ``1`` lists as ``"1"``).
+
+Override :meth:`Presence.fetch` to enrich what is listed and broadcast (load
+the users of the listed keys in one query, say). Diffs then go through
+``fetch`` one after the other, in order; while a ``fetch`` runs, the diffs
+that arrive for a topic are combined into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..channel import Channel
+from ..errors import ConfigurationError, UsageError
+from .tracker import Diff, Key, Meta, Presences, Tracker
+
+if TYPE_CHECKING:
+    from ..endpoint import Endpoint
+
+__all__ = ["Presence", "group"]
+
+log = logging.getLogger("phoenix_channels.presence")
+
+Grouped = dict[str, dict[str, Any]]
+
+
+def group(presences: Presences, copy: bool = False) -> Grouped:
+    """``(key, meta)`` pairs to the Phoenix shape ``{str(key): {"metas": [meta, ...]}}``.
+
+    The metas are the tracker's own (read-only) unless ``copy``: what is handed
+    to a user's ``fetch`` is copied, so enriching a meta in place cannot change
+    the replica.
+    """
+    grouped: Grouped = {}
+    for key, meta in presences:
+        name = key if type(key) is str else str(key)
+        if copy:
+            meta = dict(meta)
+        entry = grouped.get(name)
+        if entry is None:
+            grouped[name] = {"metas": [meta]}
+        else:
+            entry["metas"].append(meta)
+    return grouped
+
+
+def _coalesce(diffs: list[Diff]) -> tuple[Presences, Presences]:
+    """Several diffs of one topic as one: what joined and did not leave, and the reverse.
+
+    A meta (named by its ``phx_ref``) alternates between joining and leaving,
+    so its net count over the diffs is -1, 0 or +1.
+    """
+    net: dict[tuple[Key, Any], list[Any]] = {}
+    for diff in diffs:
+        for key, meta in diff.joins:
+            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
+            slot[0] += 1
+            slot[2] = meta
+        for key, meta in diff.leaves:
+            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
+            slot[0] -= 1
+    joins = [(key, meta) for count, key, meta in net.values() if count > 0]
+    leaves = [(key, meta) for count, key, meta in net.values() if count < 0]
+    return joins, leaves
+
+
+class Presence:
+    """Presence tracking for the channels of ``endpoint``, replicated across its cluster.
+
+    ``name`` names the tracker (all nodes use the same); ``node_name``, the
+    timing options (``broadcast_period``, ``down_period``, ...) and
+    ``max_message_bytes`` go to the :class:`~phoenix_channels.presence.Tracker`.
+    The tracker starts and stops with the endpoint. ``max_pending_diffs``
+    bounds the diffs queued while a custom :meth:`fetch` runs: beyond it, the
+    queued diffs of each topic are combined into one (at most one per topic).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        name: str = "presence",
+        *,
+        node_name: str | None = None,
+        broadcast_period: float = 1.5,
+        max_silent_periods: int = 10,
+        down_period: float | None = None,
+        permdown_period: float = 1200.0,
+        clock_sample_periods: int = 2,
+        max_delta_sizes: Sequence[int] = (100, 1000, 10_000),
+        permdown_on_shutdown: bool = False,
+        max_message_bytes: int = 512 * 1024,
+        max_pending_diffs: int = 10_000,
+    ) -> None:
+        if type(max_pending_diffs) is not int or max_pending_diffs < 1:
+            raise ConfigurationError("max_pending_diffs must be a positive int")
+        self.max_pending_diffs = max_pending_diffs
+        self.endpoint = endpoint
+        self.tracker = Tracker(
+            endpoint.pubsub,
+            name,
+            node_name=node_name,
+            broadcast_period=broadcast_period,
+            max_silent_periods=max_silent_periods,
+            down_period=down_period,
+            permdown_period=permdown_period,
+            clock_sample_periods=clock_sample_periods,
+            max_delta_sizes=max_delta_sizes,
+            permdown_on_shutdown=permdown_on_shutdown,
+            max_message_bytes=max_message_bytes,
+        )
+        self._custom_fetch = type(self).fetch is not Presence.fetch
+        self._pending: deque[Diff] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self.tracker.subscribe(self._on_diff)
+        add_service = getattr(endpoint, "add_service", None)
+        if add_service is not None:
+            add_service(self)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the tracker (the endpoint does it when it starts)."""
+        await self.tracker.start()
+
+    async def stop(self) -> None:
+        """Stop the tracker (the endpoint does it after draining its connections)."""
+        worker = self._worker
+        if worker is not None and not worker.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(worker), 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                worker.cancel()
+        await self.tracker.stop()
+
+    async def _ready(self) -> None:
+        if not self.tracker.started:
+            await self.tracker.start()
+
+    # -- tracking -----------------------------------------------------------------------
+
+    @staticmethod
+    def _topic(owner: Hashable, topic: str | None) -> str:
+        if topic is not None:
+            return topic
+        if isinstance(owner, Channel):
+            return owner.topic
+        raise UsageError(
+            f"{type(owner).__name__} is not a channel: give the topic, "
+            "e.g. track(owner, key, meta, topic='room:lobby')"
+        )
+
+    async def track(
+        self, owner: Hashable, key: Key, meta: Meta | None = None, *, topic: str | None = None
+    ) -> str:
+        """Track ``key`` with ``meta`` for ``owner`` (a channel: under its topic); returns
+        the ``phx_ref``.
+
+        A channel's presences leave when it ends, whatever the reason (leave,
+        crash, closed socket, heartbeat timeout). Any other owner needs
+        ``topic=`` and leaves on :meth:`untrack` (an asyncio task also leaves
+        when it finishes). Raises
+        :class:`~phoenix_channels.presence.AlreadyTrackedError` for a second
+        ``track`` of the same owner, topic and key (use :meth:`update`).
+        """
+        topic = self._topic(owner, topic)
+        await self._ready()
+        return await self.tracker.track(owner, topic, key, meta)
+
+    async def untrack(
+        self, owner: Hashable, key: Key | None = None, *, topic: str | None = None
+    ) -> None:
+        """Stop tracking ``key`` for ``owner`` (under its topic, or ``topic``).
+
+        Without a key: every presence of ``owner``, in every topic.
+        Untracking what is not tracked does nothing.
+        """
+        if key is None:
+            await self.tracker.untrack(owner)
+        else:
+            await self.tracker.untrack(owner, self._topic(owner, topic), key)
+
+    async def update(
+        self,
+        owner: Hashable,
+        key: Key,
+        meta: Meta | Callable[[Meta], Meta],
+        *,
+        topic: str | None = None,
+    ) -> str:
+        """Replace the meta of a tracked presence (or apply a function to it); returns the
+        new ``phx_ref``. Raises :class:`~phoenix_channels.presence.NotTrackedError` if
+        nothing is tracked."""
+        return await self.tracker.update(owner, self._topic(owner, topic), key, meta)
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def list(self, topic: str | Channel) -> Grouped:
+        """Every presence of the topic, grouped by key and passed through :meth:`fetch`.
+
+        Read from this node's replica (no network), in time proportional to the
+        topic's presences. ``{}`` for an empty topic.
+        """
+        name = topic.topic if isinstance(topic, Channel) else topic
+        await self._ready()
+        grouped = group(self.tracker.list(name), self._custom_fetch)
+        if self._custom_fetch and grouped:
+            grouped = await self._fetch(name, grouped)
+        return grouped
+
+    async def get_by_key(self, topic: str | Channel, key: Key) -> dict[str, Any] | None:
+        """The presences of one key, ``{"metas": [...], ...}`` through :meth:`fetch`, or None."""
+        name = topic.topic if isinstance(topic, Channel) else topic
+        await self._ready()
+        grouped = group(
+            [(key, meta) for meta in self.tracker.get_by_key(name, key)], self._custom_fetch
+        )
+        if not grouped:
+            return None
+        if self._custom_fetch:
+            grouped = await self._fetch(name, grouped)
+        return grouped.get(key if type(key) is str else str(key))
+
+    async def fetch(self, topic: str, presences: Grouped) -> Grouped:
+        """Enrich grouped presences before they are listed or broadcast; the default returns
+        them unchanged.
+
+        Override it to add data per key, keeping ``metas``::
+
+            async def fetch(self, topic, presences):
+                users = await db.users(list(presences))
+                return {k: {**p, "user": users[k]} for k, p in presences.items()}
+
+        A plain ``def`` works too. It is called with the presences that joined or
+        left in each diff as well as for :meth:`list`.
+        """
+        return presences
+
+    async def _fetch(self, topic: str, grouped: Grouped) -> Grouped:
+        result: Any = self.fetch(topic, grouped)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, dict):
+            raise UsageError(
+                f"{type(self).__name__}.fetch returned {type(result).__name__}; "
+                "return the presences dict"
+            )
+        return result
+
+    # -- diffs ----------------------------------------------------------------------------
+
+    def _on_diff(self, diff: Diff) -> None:
+        if not self._custom_fetch and not self._pending:
+            self._broadcast(diff.topic, group(diff.joins), group(diff.leaves))
+            return
+        pending = self._pending
+        pending.append(diff)
+        if len(pending) > self.max_pending_diffs:
+            self._compact_pending()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    def _compact_pending(self) -> None:
+        by_topic: dict[str, list[Diff]] = {}
+        for diff in self._pending:
+            by_topic.setdefault(diff.topic, []).append(diff)
+        log.warning(
+            "%s: %d presence diffs wait for fetch; combining them per topic",
+            type(self).__name__,
+            len(self._pending),
+        )
+        self._pending = deque(
+            Diff(topic, *_coalesce(diffs)) if len(diffs) > 1 else diffs[0]
+            for topic, diffs in by_topic.items()
+        )
+
+    async def _drain(self) -> None:
+        """Broadcast queued diffs in order, through fetch; combine per topic what piled up."""
+        while self._pending:
+            batch: dict[str, list[Diff]] = {}
+            pending, self._pending = self._pending, deque()
+            for diff in pending:
+                batch.setdefault(diff.topic, []).append(diff)
+            for topic, diffs in batch.items():
+                if len(diffs) == 1:
+                    joins, leaves = diffs[0].joins, diffs[0].leaves
+                else:
+                    joins, leaves = _coalesce(diffs)
+                if not joins and not leaves:
+                    continue
+                custom = self._custom_fetch
+                grouped_joins, grouped_leaves = group(joins, custom), group(leaves, custom)
+                if custom:
+                    try:
+                        if grouped_joins:
+                            grouped_joins = await self._fetch(topic, grouped_joins)
+                        if grouped_leaves:
+                            grouped_leaves = await self._fetch(topic, grouped_leaves)
+                    except Exception:
+                        log.exception(
+                            "%s.fetch raised on %r; broadcasting the diff without it",
+                            type(self).__name__,
+                            topic,
+                        )
+                        grouped_joins, grouped_leaves = group(joins), group(leaves)
+                try:
+                    self._broadcast(topic, grouped_joins, grouped_leaves)
+                except Exception:
+                    log.exception("presence_diff on %r could not be broadcast", topic)
+
+    def _broadcast(self, topic: str, joins: Grouped, leaves: Grouped) -> None:
+        self.endpoint.local_broadcast(topic, "presence_diff", {"joins": joins, "leaves": leaves})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.tracker!r}>"

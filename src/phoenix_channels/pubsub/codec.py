@@ -1,0 +1,173 @@
+"""The node-to-node message format of the cluster adapters (Redis, NATS): versioned, compact.
+
+Every message a node publishes on the engine is one byte string::
+
+    version (1 byte) | kind (1 byte) | len(node) (1 byte) | node (UTF-8) | body (MessagePack)
+
+* ``version`` is :data:`VERSION`. A node drops (and logs) a message of any
+  other version, so a rolling upgrade to a new format never feeds a node
+  bytes it would misread.
+* ``kind`` is :data:`BROADCAST` (every node but ``node``, the sender, which
+  has already delivered locally) or :data:`DIRECT` (only the node named
+  ``node``). These are Phoenix's ``except`` and ``only`` modes.
+* The node name sits in a fixed-place header so a receiver can drop its own
+  echo (Redis delivers a publisher's messages back to it) or a direct
+  message meant for another node *without* decoding the body.
+* ``body`` is MessagePack of ``[topic, message]``. MessagePack keeps what
+  JSON would lose: ``bytes`` stay bytes, ``str`` stays str, integer map keys
+  stay integers. Three extension types carry the rest exactly:
+  :class:`~phoenix_channels.Broadcast` (code 1), ``tuple`` (code 2, so a
+  tuple stays a tuple and can be a map key) and integers beyond 64 bits
+  (code 3). Subclasses of the plain types (an ``IntEnum``, an
+  ``OrderedDict``) travel as their base type. Anything else (a set, a
+  datetime, an object) is refused with :class:`~phoenix_channels.EncodeError`
+  when the message is published, never pickled.
+
+Decoding bytes from the engine never raises anything but :class:`MalformedMessage`.
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from ..errors import DecodeError, EncodeError
+from ..protocol.messages import Broadcast
+
+__all__ = [
+    "BROADCAST",
+    "DIRECT",
+    "VERSION",
+    "MalformedMessage",
+    "decode",
+    "decode_value",
+    "encode",
+    "encode_value",
+]
+
+VERSION = 1
+BROADCAST = 0
+DIRECT = 1
+
+_EXT_BROADCAST = 1
+_EXT_TUPLE = 2
+_EXT_BIGINT = 3
+_MAX_NODE = 255
+
+
+class MalformedMessage(DecodeError):
+    """Bytes from the engine that are not a message of this format (or of this version)."""
+
+
+def _default(value: Any) -> Any:
+    # Called for every value whose type is not exactly a MessagePack type
+    # (strict_types), and for ints out of the 64-bit range.
+    cls = type(value)
+    if cls is Broadcast:
+        return msgpack.ExtType(_EXT_BROADCAST, _pack([value.topic, value.event, value.payload]))
+    if cls is int:
+        size = (value.bit_length() + 8) // 8
+        return msgpack.ExtType(_EXT_BIGINT, value.to_bytes(size, "big", signed=True))
+    if isinstance(value, tuple):
+        return msgpack.ExtType(_EXT_TUPLE, _pack(list(value)))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(
+        f"a {cls.__module__}.{cls.__qualname__} cannot be sent to other nodes; "
+        "use dict, list, tuple, str, bytes, int, float, bool, None or Broadcast"
+    )
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_BROADCAST:
+        fields = _unpack(data)
+        if type(fields) is not list or len(fields) != 3:
+            raise ValueError("a Broadcast must be [topic, event, payload]")
+        return Broadcast(*fields)  # checks that topic and event are str
+    if code == _EXT_TUPLE:
+        items = _unpack(data)
+        if type(items) is not list:
+            raise ValueError("a tuple must be packed as an array")
+        return tuple(items)
+    if code == _EXT_BIGINT:
+        if not data:
+            raise ValueError("an empty big integer")
+        return int.from_bytes(data, "big", signed=True)
+    raise ValueError(f"unknown extension type {code}")
+
+
+def _unpack(data: bytes | memoryview) -> Any:
+    return msgpack.unpackb(
+        data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True, timestamp=0
+    )
+
+
+def encode_value(value: Any) -> bytes:
+    """MessagePack of ``value`` with this module's extension types."""
+    try:
+        return _pack(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from None
+
+
+def decode_value(data: bytes | memoryview) -> Any:
+    """The inverse of :func:`encode_value`; raises :class:`MalformedMessage`."""
+    try:
+        return _unpack(data)
+    except Exception as exc:  # msgpack raises many types for bad input; one error here
+        raise MalformedMessage(f"undecodable body: {type(exc).__name__}: {exc}") from None
+
+
+def encode(kind: int, node: bytes, topic: str, message: Any) -> bytes:
+    """One message for the engine; ``node`` is the sender (BROADCAST) or the target (DIRECT)."""
+    if len(node) > _MAX_NODE:
+        raise EncodeError(f"node name is {len(node)} bytes long; at most {_MAX_NODE} are allowed")
+    return bytes((VERSION, kind, len(node))) + node + encode_value([topic, message])
+
+
+def decode(data: bytes, me: bytes) -> tuple[str, Any] | None:
+    """``(topic, message)`` to deliver on node ``me``, or None if the message is not for it.
+
+    Not for ``me``: its own broadcast coming back, or a direct message for
+    another node; the body is not decoded then. Raises :class:`MalformedMessage`.
+    """
+    if len(data) < 3:
+        raise MalformedMessage(f"{len(data)} bytes is too short for a message header")
+    if data[0] != VERSION:
+        raise MalformedMessage(
+            f"message format version {data[0]}, this node reads version {VERSION} "
+            "(are nodes of different releases sharing the engine?)"
+        )
+    kind = data[1]
+    end = 3 + data[2]
+    if len(data) < end:
+        raise MalformedMessage("the node name runs past the end of the message")
+    node = data[3:end]
+    if kind == BROADCAST:
+        if node == me:
+            return None
+    elif kind == DIRECT:
+        if node != me:
+            return None
+    else:
+        raise MalformedMessage(f"unknown message kind {kind}")
+    body = decode_value(memoryview(data)[end:])
+    if type(body) is not list or len(body) != 2 or type(body[0]) is not str:
+        raise MalformedMessage("the body must be [topic, message] with a str topic")
+    return body[0], body[1]

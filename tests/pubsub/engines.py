@@ -1,0 +1,115 @@
+"""Redis and NATS for the tests: the shared services, and private servers to restart.
+
+The shared services (``redis://127.0.0.1:6379``, ``nats://127.0.0.1:4222``,
+started by ``.ci/run`` when they are not running) carry the ordinary tests;
+every test uses its own channel prefix, so concurrent runs never see each
+other's messages. Tests that stop the engine start a private
+``redis-server``/``nats-server`` on a free port and kill it by PID, never
+touching the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REDIS_URL = os.environ.get("PHX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("PHX_TEST_NATS_URL", "nats://127.0.0.1:4222")
+ENGINES = ("redis", "nats")
+BINARIES = {"redis": "redis-server", "nats": "nats-server"}
+
+
+def reachable(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def shared_url(engine: str) -> str:
+    """The shared service's URL, or a skip saying how to start it."""
+    url = REDIS_URL if engine == "redis" else NATS_URL
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    if not reachable(port):
+        pytest.skip(
+            f"{engine} is not running at {url} (`bash .ci/run` starts it; or set "
+            f"PHX_TEST_{engine.upper()}_URL)"
+        )
+    return url
+
+
+def unique_prefix() -> str:
+    """A channel/subject prefix no other test run uses."""
+    return f"t{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class OwnServer:
+    """A private redis-server or nats-server on a free loopback port, to stop and restart."""
+
+    def __init__(self, engine: str, workdir: Path) -> None:
+        binary = shutil.which(BINARIES[engine]) or (
+            "/usr/sbin/nats-server" if engine == "nats" else None
+        )
+        if binary is None or not os.path.exists(binary):
+            pytest.skip(f"{BINARIES[engine]} is not installed (apt-get install {engine}-server)")
+        self.engine = engine
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.engine}://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        if self.engine == "redis":
+            args = [
+                self.binary,
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir),
+            ]  # fmt: skip
+        else:
+            args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        log = open(self.workdir / f"{self.engine}.log", "ab")  # noqa: SIM115 - kept by Popen
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        await wait_until(
+            lambda: reachable(self.port),
+            f"{self.engine} on port {self.port} accepts connections",
+            timeout=10.0,
+        )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,90 @@
+"""The README's example channel, tested in process with phoenix_channels.testing.
+
+This is the test the README shows; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phoenix_channels import JoinError
+from phoenix_channels.testing import ChannelTest
+
+from ..test_readme import load_readme_app
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    return load_readme_app(tmp_path)
+
+
+async def test_the_readme_channel(app: Any) -> None:
+    async with ChannelTest(app.endpoint) as ct:
+        room = await ct.subscribe_and_join(app.UserSocket, "room:lobby", {"nick": "ana"})
+        assert room.reply == {"welcome": "room:lobby"}
+        assert room.socket.assigns["nick"] == "ana"
+
+        ref = room.push("echo", {"hi": 1})
+        await ct.assert_reply(ref, "ok", {"hi": 1})
+
+        room.push("shout", {"msg": "hey"})
+        await ct.assert_broadcast("shout", {"msg": "hey"})  # on the topic
+        await ct.assert_push("shout", {"msg": "hey"})  # to the joined client
+
+        with pytest.raises(JoinError) as refused:
+            await ct.join(app.UserSocket, "room:secret")
+        assert refused.value.response == {"reason": "unauthorized"}
+
+
+PLUGIN_CONFTEST = """
+import importlib.util, sys, pytest
+spec = importlib.util.spec_from_file_location("readme_app", {path!r})
+app = importlib.util.module_from_spec(spec)
+sys.modules["readme_app"] = app
+spec.loader.exec_module(app)
+
+@pytest.fixture
+def phoenix_endpoint():
+    return app.endpoint
+"""
+
+PLUGIN_TESTS = """
+import pytest
+from readme_app import UserSocket
+
+@pytest.mark.asyncio
+async def test_echo(channel_test):
+    room = await channel_test.subscribe_and_join(UserSocket, "room:lobby", {"nick": "ana"})
+    await channel_test.assert_reply(room.push("echo", {"hi": 1}), "ok", {"hi": 1})
+
+@pytest.mark.asyncio
+async def test_waits_for_a_reply_that_never_comes(channel_test):
+    room = await channel_test.join(UserSocket, "room:lobby")
+    room.push("shout", {"msg": "no reply to a shout"})
+    await channel_test.assert_reply("2", "ok", timeout=0.2)
+"""
+
+
+def test_the_pytest_plugin_in_a_project_of_its_own(app: Any, tmp_path: Path) -> None:
+    """A user's project: one fixture in conftest.py, the plugin found by its entry point,
+    pytest-asyncio in its default (strict) mode."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(PLUGIN_CONFTEST.format(path=app.__file__))
+    (project / "test_room.py").write_text(PLUGIN_TESTS)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         "asyncio_default_fixture_loop_scope=function"],
+        cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CI": ""},
+    )
+    out = result.stdout + result.stderr
+    assert "1 failed, 1 passed" in out, out
+    assert "assert_reply('2', 'ok', ANY): nothing matching arrived within 0.2 s" in out, out
+    assert "push    'room:lobby' 'shout'" in out, out  # what did arrive is listed
