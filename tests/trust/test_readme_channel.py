@@ -71,20 +71,46 @@ async def test_waits_for_a_reply_that_never_comes(channel_test):
 """
 
 
+# The test the README shows (keep them in step), run in a project of its own
+# with pytest-asyncio's auto mode.
+README_TEST = """
+import pytest
+from phoenix_channels import JoinError
+from readme_app import UserSocket
+
+async def test_room(channel_test):
+    room = await channel_test.subscribe_and_join(UserSocket, "room:lobby", {"nick": "ana"})
+    assert room.reply == {"welcome": "room:lobby"}
+    await channel_test.assert_reply(room.push("echo", {"hi": 1}), "ok", {"hi": 1})
+    room.push("shout", {"msg": "hey"})
+    await channel_test.assert_broadcast("shout", {"msg": "hey"})
+    with pytest.raises(JoinError):
+        await channel_test.join(UserSocket, "room:secret")
+"""
+
+
+def run_pytest(project: Path, *options: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         "asyncio_default_fixture_loop_scope=function", *options],
+        cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CI": ""},
+    )
+    return result.stdout + result.stderr
+
+
 def test_the_pytest_plugin_in_a_project_of_its_own(app: Any, tmp_path: Path) -> None:
-    """A user's project: one fixture in conftest.py, the plugin found by its entry point,
-    pytest-asyncio in its default (strict) mode."""
+    """A user's project: one fixture in conftest.py, the plugin found by its entry point;
+    pytest-asyncio in its default (strict) mode, then in auto mode for the README's test."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(PLUGIN_CONFTEST.format(path=app.__file__))
     (project / "test_room.py").write_text(PLUGIN_TESTS)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
-         "asyncio_default_fixture_loop_scope=function"],
-        cwd=project, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "CI": ""},
-    )
-    out = result.stdout + result.stderr
+    out = run_pytest(project)
     assert "1 failed, 1 passed" in out, out
     assert "assert_reply('2', 'ok', ANY): nothing matching arrived within 0.2 s" in out, out
     assert "push    'room:lobby' 'shout'" in out, out  # what did arrive is listed
+    (project / "test_room.py").unlink()
+    (project / "test_readme.py").write_text(README_TEST)
+    out = run_pytest(project, "-o", "asyncio_mode=auto")
+    assert "1 passed" in out and "failed" not in out, out
