@@ -218,10 +218,10 @@ async def test_the_auth_token_reaches_connect_info(server: Server, transport: st
 
 
 async def test_heartbeats_keep_a_websocket_alive(server: Server) -> None:
-    async with make(server, heartbeat_interval=0.05) as socket:
+    async with make(server, heartbeat_interval=0.3) as socket:
         replies: list[Any] = []
         socket.on_message(lambda m: m.topic == "phoenix" and replies.append(m.payload))
-        await eventually(lambda: len(replies) >= 4, "four heartbeats were answered")
+        await eventually(lambda: len(replies) >= 3, "three heartbeats were answered")
         assert all(r == {"status": "ok", "response": {}} for r in replies)
         assert socket.established_connections == 1 and socket.is_connected
         assert await socket.ping() >= 0

@@ -6,6 +6,7 @@ This is the test the README shows; keep the two in step.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,22 +72,13 @@ async def test_waits_for_a_reply_that_never_comes(channel_test):
 """
 
 
-# The test the README shows (keep them in step), run in a project of its own
-# with pytest-asyncio's auto mode.
-README_TEST = """
-import pytest
-from phoenix_channels import JoinError
-from readme_app import UserSocket
-
-async def test_room(channel_test):
-    room = await channel_test.subscribe_and_join(UserSocket, "room:lobby", {"nick": "ana"})
-    assert room.reply == {"welcome": "room:lobby"}
-    await channel_test.assert_reply(room.push("echo", {"hi": 1}), "ok", {"hi": 1})
-    room.push("shout", {"msg": "hey"})
-    await channel_test.assert_broadcast("shout", {"msg": "hey"})
-    with pytest.raises(JoinError):
-        await channel_test.join(UserSocket, "room:secret")
-"""
+# The test the README shows, taken from README.md itself, run in a project of
+# its own with pytest-asyncio's auto mode.
+def readme_test() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"```python\n# test_app\.py[^\n]*\n(.*?)```", readme, re.S)
+    assert found, "README.md lost its test_app.py example"
+    return found.group(1).replace("from app import", "from readme_app import")
 
 
 def run_pytest(project: Path, *options: str) -> str:
@@ -111,6 +103,6 @@ def test_the_pytest_plugin_in_a_project_of_its_own(app: Any, tmp_path: Path) -> 
     assert "assert_reply('2', 'ok', ANY): nothing matching arrived within 0.2 s" in out, out
     assert "push    'room:lobby' 'shout'" in out, out  # what did arrive is listed
     (project / "test_room.py").unlink()
-    (project / "test_readme.py").write_text(README_TEST)
+    (project / "test_readme.py").write_text(readme_test())
     out = run_pytest(project, "-o", "asyncio_mode=auto")
     assert "1 passed" in out and "failed" not in out, out
