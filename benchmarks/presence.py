@@ -15,10 +15,12 @@ Redis adapter in the same run, side by side:
    once, as on a real socket). Wall and CPU time in all, and per presence;
    Python memory per tracked presence (tracemalloc).
 2. **presence_state**: bytes of the V2 push frame of ``presence.list(topic)``
-   for N presences, and the time to list and encode it.
+   for N presences, and the time to list and encode it; the time to list a
+   10-member topic beside the N others (it must not depend on N).
 3. **replication traffic per heartbeat**, as bytes a node publishes (the
-   cluster codec's encoding): the heartbeat that carries the N new
-   presences; an idle heartbeat; a heartbeat during 1% churn per period; the
+   cluster codec's encoding, big messages in parts): the heartbeat that
+   carries the N new presences, and the time until a second node lists
+   them; an idle heartbeat; a heartbeat during 1% churn per period; the
    full-state transfer a new node gets.
 4. **convergence after a node failure**: three nodes (each its own tracker;
    for the local adapter three trackers share the one PubSub), each tracking
@@ -46,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from phoenix_channels import Endpoint, PubSub, Socket
-from phoenix_channels.presence import Diff, Presence, Tracker
+from phoenix_channels.presence import Diff, Presence, Tracker, wire
 from phoenix_channels.protocol import V2, Broadcast
 from phoenix_channels.pubsub import codec
 from phoenix_channels.transports.base import FrameEncoder
@@ -105,6 +107,14 @@ def message_bytes(topic: str, message: Any) -> int:
     return len(codec.encode(codec.BROADCAST, b"node-1", topic, message))
 
 
+def published(tracker: Tracker, message: dict[str, Any]) -> tuple[int, int]:
+    """Bytes and parts a tracker publishes for ``message`` (big ones go in parts)."""
+    parts = [message]
+    if wire.carries_state(message):
+        parts = wire.pack(message, tracker._shard.ref, 1, tracker.max_message_bytes)
+    return sum(message_bytes(tracker.topic, p) for p in parts), len(parts)
+
+
 # -- 1-3: tracking, presence_state, traffic ----------------------------------------------
 
 
@@ -112,9 +122,29 @@ async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     pubsub = make_pubsub(adapter, redis_url, prefix, "bench-a")
     endpoint = Endpoint(sockets={"/socket": _NoSocket}, pubsub=pubsub)
-    # A long period: the tracking loop is measured alone, the heartbeat after it.
-    presence = Presence(endpoint, f"bench{n}", broadcast_period=60.0, permdown_period=7200.0)
+    slow: dict[str, Any] = {"broadcast_period": 60.0, "permdown_period": 7200.0}
+    presence = Presence(endpoint, f"bench{n}", **slow)
+    # A second node, to measure what replicating the burst costs and takes.
+    other_pubsub = pubsub if adapter == "local" else make_pubsub(adapter, redis_url, prefix, "b")
+    other = Tracker(other_pubsub, f"bench{n}", node_name="bench-b", **slow)
     await endpoint.start()
+    await other_pubsub.start()
+    await other.start()
+    tracker = presence.tracker
+    shard = tracker._shard
+    for t in (tracker, other):  # heartbeats are sent by hand below, when measured
+        assert t._timer is not None
+        t._timer.cancel()
+    for t in (tracker, other):  # introduce them
+        for target, message in t._shard.tick(0.0):
+            await t._send(target, message)
+    await eventually(
+        lambda: (
+            tracker.peers().get("bench-b") == "up" and other.peers().get(tracker.node_name) == "up"
+        ),
+        10,
+        "the nodes meet",
+    )
     topic = "room:bench"
     sink = _Sink()
     pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
@@ -136,33 +166,47 @@ async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]
         state_time = time.perf_counter() - t0
         state_bytes = len(frame[0])
 
-        # Replication: the heartbeat that carries the N new presences.
-        shard = presence.tracker._shard
+        # A small topic beside the big one: listing it does not walk the N others.
+        for i in range(10):
+            await presence.track(f"small-{i}", f"small-{i}", {}, topic="room:small")
         t0 = time.perf_counter()
-        (heartbeat,) = shard.tick(0.0)
-        tick_time = time.perf_counter() - t0
-        hb_bytes = message_bytes(presence.tracker.topic, heartbeat[1])
+        for _ in range(1000):
+            await presence.list("room:small")
+        small_list_us = (time.perf_counter() - t0) / 1000 * 1e6
+
+        # Replication: the heartbeat that carries the N new presences, sent and merged.
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        (heartbeat,) = shard.tick(1.0)
+        hb_bytes, hb_parts = published(tracker, heartbeat[1])
+        await tracker._send(*heartbeat)
+        await eventually(
+            lambda: other.count(topic) == n and other.count("room:small") == 10,
+            120,
+            "the second node has them all",
+        )
+        replicate_wall = time.perf_counter() - wall0
+        replicate_cpu = time.process_time() - cpu0
         # An idle heartbeat (sent every max_silent_periods + 1 periods when nothing changes).
-        for t in range(1, 12):
-            out = shard.tick(float(t))
-        idle_bytes = message_bytes(presence.tracker.topic, out[0][1]) if out else 0
+        out: list[Any] = []
+        for t in range(2, 14):
+            out = shard.tick(float(t)) or out
+        idle_bytes = published(tracker, out[0][1])[0] if out else 0
         # 1% churn in one period: that many leave, that many join.
         churn = max(1, n // 100)
         for i in range(churn):
             await presence.untrack(owners[i])
             await presence.track(owners[i] + "-again", f"user-{i}", metas[i], topic=topic)
-        (churn_hb,) = shard.tick(13.0)
-        churn_bytes = message_bytes(presence.tracker.topic, churn_hb[1])
+        (churn_hb,) = shard.tick(20.0)
+        churn_bytes = published(tracker, churn_hb[1])[0]
         # The full state a new node gets on its first transfer request.
         snapshot = shard.state.extract(("new-node", 1), {("new-node", 1): 0, shard.ref: 0})
-        from phoenix_channels.presence import wire
-
         ack = wire.encode_transfer_ack(shard.ref, "new-node", 1, snapshot)
-        t0 = time.perf_counter()
-        transfer_bytes = message_bytes(presence.tracker.topic, ack)
-        transfer_encode = time.perf_counter() - t0
+        transfer_bytes, transfer_parts = published(tracker, ack)
     finally:
+        await other.stop()
         await endpoint.stop()
+        if other_pubsub is not pubsub:
+            await other_pubsub.stop()
     return {
         "adapter": adapter,
         "n": n,
@@ -173,12 +217,15 @@ async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]
         "diff_frames": sink.frames,
         "state_bytes": state_bytes,
         "state_list_encode_ms": state_time * 1e3,
+        "small_topic_list_us": small_list_us,
         "heartbeat_bytes_n_joins": hb_bytes,
-        "heartbeat_build_ms": tick_time * 1e3,
+        "heartbeat_parts": hb_parts,
+        "replicated_wall_s": replicate_wall,
+        "replicated_cpu_s": replicate_cpu,
         "idle_heartbeat_bytes": idle_bytes,
         "churn_1pct_heartbeat_bytes": churn_bytes,
         "transfer_bytes": transfer_bytes,
-        "transfer_encode_ms": transfer_encode * 1e3,
+        "transfer_parts": transfer_parts,
     }
 
 
@@ -323,7 +370,9 @@ def print_tracking(results: list[dict[str, Any]]) -> None:
         "py mem/presence",
         "presence_state",
         "list+encode",
+        "list 10 beside N",
         "hb with N joins",
+        "to a 2nd node (CPU)",
         "idle hb",
         "1% churn hb",
         "full transfer",
@@ -338,10 +387,12 @@ def print_tracking(results: list[dict[str, Any]]) -> None:
             f"{r['py_bytes_per_presence']:.0f} B",
             f"{r['state_bytes'] / 1024:,.0f} KiB",
             f"{r['state_list_encode_ms']:.0f} ms",
-            f"{r['heartbeat_bytes_n_joins'] / 1024:,.0f} KiB",
+            f"{r['small_topic_list_us']:.1f} µs",
+            f"{r['heartbeat_bytes_n_joins'] / 1024:,.0f} KiB/{r['heartbeat_parts']}",
+            f"{r['replicated_wall_s']:.2f} s ({r['replicated_cpu_s']:.2f} s)",
             f"{r['idle_heartbeat_bytes']} B",
             f"{r['churn_1pct_heartbeat_bytes'] / 1024:,.1f} KiB",
-            f"{r['transfer_bytes'] / 1024:,.0f} KiB",
+            f"{r['transfer_bytes'] / 1024:,.0f} KiB/{r['transfer_parts']}",
         ]
         for r in results
     ]

@@ -57,8 +57,9 @@ async def test_the_channel_example(tmp_path: Path) -> None:
         await app.endpoint.stop()
 
 
-async def discovery_across_two_nodes(module: Any, pubsub_a: PubSub, pubsub_b: PubSub,
-                                     cut: Any) -> None:
+async def discovery_across_two_nodes(
+    module: Any, pubsub_a: PubSub, pubsub_b: PubSub, cut: Any
+) -> None:
     a = module.Registry(pubsub_a, node_name="node-a", **FAST)
     b = module.Registry(pubsub_b, node_name="node-b", **FAST)
     for pubsub in (pubsub_a, pubsub_b):
@@ -72,17 +73,22 @@ async def discovery_across_two_nodes(module: Any, pubsub_a: PubSub, pubsub_b: Pu
         await b.announce("search-service", "search", "http://10.0.0.6:8000")
         await b.announce("billing-service", "billing", "http://10.0.0.6:8001")
         both = ["http://10.0.0.5:8000", "http://10.0.0.6:8001"]
-        await eventually(lambda: a.urls("billing") == b.urls("billing") == both,
-                         "both nodes know both billing instances")
+        await eventually(
+            lambda: a.urls("billing") == b.urls("billing") == both,
+            "both nodes know both billing instances",
+        )
         assert a.urls("search") == ["http://10.0.0.6:8000"]
         assert ("up", "search", "http://10.0.0.6:8000") in a.events
         stop.set()  # node a's billing task ends: its registration goes with it
         await server_a
-        await eventually(lambda: b.urls("billing") == ["http://10.0.0.6:8001"],
-                         "b sees a's billing go away")
+        await eventually(
+            lambda: b.urls("billing") == ["http://10.0.0.6:8001"], "b sees a's billing go away"
+        )
         cut()  # node b becomes unreachable
-        await eventually(lambda: a.urls("billing") == [] and a.urls("search") == [],
-                         "a drops b's services after the down period")
+        await eventually(
+            lambda: a.urls("billing") == [] and a.urls("search") == [],
+            "a drops b's services after the down period",
+        )
         assert ("down", "search", "http://10.0.0.6:8000") in a.events
     finally:
         stop.set()

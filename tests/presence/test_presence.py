@@ -369,6 +369,23 @@ async def test_the_tracker_runs_with_the_endpoint(endpoints: list[Endpoint]) -> 
     assert presence.tracker.started
     await endpoint.stop()
     assert not presence.tracker.started
+    # A channel still finishing during shutdown does not bring the tracker back.
+    await presence.track("late", "k", {}, topic="room:late")
+    assert not presence.tracker.started
+    assert [k for k, _ in presence.tracker.list("room:late")] == ["k"]
+
+
+async def test_a_presence_made_after_startup_starts_on_first_use(
+    endpoints: list[Endpoint],
+) -> None:
+    endpoint, _presence, _sock = make_app()
+    endpoints.append(endpoint)
+    await endpoint.start()
+    late = Presence(endpoint, "late")
+    assert not late.tracker.started
+    assert await late.list("room:x") == {}
+    assert late.tracker.started
+    await late.stop()
 
 
 async def test_two_nodes_see_each_others_clients(endpoints: list[Endpoint]) -> None:
@@ -416,19 +433,24 @@ async def test_a_draining_node_sends_the_leaves_of_its_clients_before_it_stops()
     from tests.support import Server
 
     slow = {"broadcast_period": 5.0, "down_period": 60.0, "permdown_period": 120.0}
-    endpoint, presence, _sock = make_app(**slow)
+    endpoint, _presence, _sock = make_app(**slow)
     endpoint.drain_interval = 0.0
     observer = Tracker(endpoint.pubsub, "presence", node_name="observer", **slow)
     await observer.start()
     try:
         async with Server(endpoint) as server, websockets.connect(server.url + "?vsn=2.0.0") as ws:
             await ws.send(json.dumps(["1", "1", "room:drain", "phx_join", {"user": "alice"}]))
-            await eventually(lambda: [k for k, _ in observer.list("room:drain")] == ["alice"],
-                             "the other node sees alice", timeout=20)
+            await eventually(
+                lambda: [k for k, _ in observer.list("room:drain")] == ["alice"],
+                "the other node sees alice",
+                timeout=20,
+            )
             await server.stop()  # drains: alice's channel ends, and the news goes out now
-            await eventually(lambda: observer.list("room:drain") == [],
-                             "the other node sees alice leave long before down_period",
-                             timeout=10)
+            await eventually(
+                lambda: observer.list("room:drain") == [],
+                "the other node sees alice leave long before down_period",
+                timeout=10,
+            )
             assert observer.peers()[endpoint.pubsub.node_name] == "up"
     finally:
         await observer.stop()

@@ -140,6 +140,7 @@ class Presence:
         self._custom_fetch = type(self).fetch is not Presence.fetch
         self._pending: deque[Diff] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._stopped = False
         self.tracker.subscribe(self._on_diff)
         add_service = getattr(endpoint, "add_service", None)
         if add_service is not None:
@@ -149,10 +150,12 @@ class Presence:
 
     async def start(self) -> None:
         """Start the tracker (the endpoint does it when it starts)."""
+        self._stopped = False
         await self.tracker.start()
 
     async def stop(self) -> None:
         """Stop the tracker (the endpoint does it after draining its connections)."""
+        self._stopped = True
         worker = self._worker
         if worker is not None and not worker.done():
             try:
@@ -162,7 +165,10 @@ class Presence:
         await self.tracker.stop()
 
     async def _ready(self) -> None:
-        if not self.tracker.started:
+        # Used before the endpoint started it (a Presence made after startup):
+        # start now. Never after a stop: a channel still running during
+        # shutdown must not bring the tracker back.
+        if not self.tracker.started and not self._stopped:
             await self.tracker.start()
 
     # -- tracking -----------------------------------------------------------------------

@@ -63,6 +63,7 @@ _Outgoings = list[Outgoing]
 
 _MAX_META_DEPTH = 32
 _OUTBOX_LIMIT = 1000
+_STOP_TIMEOUT = 5.0  # seconds stop() waits for queued messages to go out
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +203,14 @@ class Tracker:
         return self._started
 
     async def start(self) -> None:
-        """Join the cluster: subscribe to the gossip topic and start heartbeating."""
+        """Join the cluster: subscribe to the gossip topic and start heartbeating.
+
+        Starts the PubSub too if nothing has yet (an endpoint starts its own
+        first); stopping the tracker leaves the PubSub running.
+        """
         if self._started:
             return
+        await self.pubsub.start()
         names = _running.setdefault(self.pubsub, set())
         if (self.name, self.node_name) in names:
             raise ConfigurationError(
@@ -241,14 +247,17 @@ class Tracker:
             last.append(self._shard.goodbye())
         sender, self._sender = self._sender, None
         if sender is not None:
-            sender.cancel()
+            # Let it finish what is queued (a message cut short would be lost), bounded.
+            assert self._wakeup is not None
+            self._wakeup.set()
             try:
-                await sender
-            except asyncio.CancelledError:
-                pass
-        pending = list(self._outbox)
+                await asyncio.wait_for(sender, _STOP_TIMEOUT)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning(
+                    "tracker %s: stopped with %d messages unsent", self.name, len(self._outbox)
+                )
         self._outbox.clear()
-        for target, message in [*pending, *last]:
+        for target, message in last:
             await self._send(target, message)
 
     async def graceful_permdown(self) -> None:
@@ -529,12 +538,15 @@ class Tracker:
             self._wakeup.set()
 
     async def _send_loop(self) -> None:
+        """Send what is queued, in order; ends once stopped and the queue is empty."""
         assert self._wakeup is not None
         outbox = self._outbox
         while True:
             while outbox:
                 target, message = outbox.popleft()
                 await self._send(target, message)
+            if not self._started:
+                return
             self._wakeup.clear()
             await self._wakeup.wait()
 
