@@ -456,8 +456,9 @@ def _frames(body: bytes, content_type: str) -> list[tuple[bytes, bool]] | None:
     return frames
 
 
-async def _unless_disconnected(poll: Awaitable[list[str]],
-                               receive: ASGIReceive) -> list[str] | None:
+async def _unless_disconnected(
+    poll: Awaitable[list[str]], receive: ASGIReceive
+) -> list[str] | None:
     """The poll's frames, or None if the client disconnected first (the poll is cancelled)."""
 
     async def disconnected() -> None:
