@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -148,3 +152,26 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+DOCS_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_doc_example(doc: str, filename: str, tmp_path: Path) -> Any:
+    """Import the ```python block of ``doc`` that starts with ``# <filename>``, as written.
+
+    Docs name their runnable examples in a first comment line; the tests run
+    them so the docs cannot drift from the code.
+    """
+    text = (DOCS_ROOT / doc).read_text()
+    found = re.search(r"```python\n(# " + re.escape(filename) + r"[^\n]*\n.*?)```", text, re.S)
+    assert found, f"{doc} lost its {filename} example"
+    path = tmp_path / filename
+    path.write_text(found.group(1))
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

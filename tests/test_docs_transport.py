@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +11,7 @@ import websockets
 
 from phoenix_channels import Channel, Endpoint, Socket, reply
 
-from .support import Server
-
-DOC = Path(__file__).resolve().parent.parent / "docs" / "transports.md"
+from .support import Server, load_doc_example
 
 
 class Room(Channel):
@@ -34,21 +29,8 @@ class RoomSocket(Socket):
     channels = {"room:*": Room}
 
 
-def load_example(tmp_path: Path) -> Any:
-    code = re.search(r"```python\n(# line_transport\.py\n.*?)```", DOC.read_text(), re.S)
-    assert code, "docs/transports.md lost its example"
-    path = tmp_path / "line_transport.py"
-    path.write_text(code.group(1))
-    spec = importlib.util.spec_from_file_location("line_transport", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["line_transport"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_the_line_transport_example(tmp_path: Path) -> None:
-    example = load_example(tmp_path)
+    example = load_doc_example("docs/transports.md", "line_transport.py", tmp_path)
     endpoint = Endpoint(sockets={"/socket": RoomSocket}, check_origin=False)
     async with Server(endpoint) as srv:
         tcp = await asyncio.start_server(example.line_server(endpoint, RoomSocket), "127.0.0.1", 0)

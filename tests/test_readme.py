@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import sys
 from pathlib import Path
 
 import websockets
 
-from .support import Server
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def load_readme_app(tmp_path: Path):  # type: ignore[no-untyped-def]
-    text = README.read_text()
-    block = re.search(r"```python\n(# app\.py\n.*?)```", text, re.S)
-    assert block, "the README lost its app.py example"
-    path = tmp_path / "readme_app.py"
-    path.write_text(block.group(1))
-    spec = importlib.util.spec_from_file_location("readme_app", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_app"] = module
-    spec.loader.exec_module(module)
-    return module
+from .support import Server, load_doc_example
 
 
 async def test_the_readme_example_behaves_as_its_comments_say(tmp_path: Path) -> None:
-    app = load_readme_app(tmp_path)
+    app = load_doc_example("README.md", "app.py", tmp_path)
     async with Server(app.endpoint) as srv, websockets.connect(srv.url + "?vsn=2.0.0") as a, \
                 websockets.connect(srv.url + "?vsn=2.0.0") as b:
         async def ask(ws, frame):  # type: ignore[no-untyped-def]

@@ -220,6 +220,22 @@ class _Router:
         return len(self._inner)
 
 
+def _event_matcher(
+    kind: type[Message] | type[Broadcast], event: str, payload: Pattern, topic: str | None
+) -> Callable[[Any], bool]:
+    """A predicate for a push (Message) or Broadcast of ``event`` matching ``payload``."""
+
+    def match(item: Any) -> bool:
+        return (
+            type(item) is kind
+            and item.event == event
+            and (topic is None or item.topic == topic)
+            and _matches(payload, item.payload)
+        )
+
+    return match
+
+
 def _matches(expected: Pattern, actual: Any) -> bool:
     if expected is ANY:
         return True
@@ -638,14 +654,7 @@ class ChannelTest:
         looks for another one.
         """
 
-        def match(item: Any) -> bool:
-            return (
-                type(item) is Message
-                and item.event == event
-                and (topic is None or item.topic == topic)
-                and _matches(payload, item.payload)
-            )
-
+        match = _event_matcher(Message, event, payload, topic)
         message = cast(Message, await self._take(match, timeout, _call("push", event, payload)))
         if message.event == PHX_ERROR:
             for joined in self._crashes:
@@ -664,12 +673,7 @@ class ChannelTest:
     ) -> None:
         """Fail if a matching push arrives within ``timeout`` (0.1 s by default)."""
         await self._refute(
-            lambda item: (
-                type(item) is Message
-                and item.event == event
-                and (topic is None or item.topic == topic)
-                and _matches(payload, item.payload)
-            ),
+            _event_matcher(Message, event, payload, topic),
             timeout,
             _call("push", event, payload, verb="refute"),
         )
@@ -725,14 +729,7 @@ class ChannelTest:
     ) -> Broadcast:
         """Wait for a broadcast on a topic the test subscribed to; returns it."""
 
-        def match(item: Any) -> bool:
-            return (
-                type(item) is Broadcast
-                and item.event == event
-                and (topic is None or item.topic == topic)
-                and _matches(payload, item.payload)
-            )
-
+        match = _event_matcher(Broadcast, event, payload, topic)
         return cast(Broadcast, await self._take(match, timeout, _call("broadcast", event, payload)))
 
     async def refute_broadcast(
@@ -745,12 +742,7 @@ class ChannelTest:
     ) -> None:
         """Fail if a matching broadcast arrives within ``timeout``."""
         await self._refute(
-            lambda item: (
-                type(item) is Broadcast
-                and item.event == event
-                and (topic is None or item.topic == topic)
-                and _matches(payload, item.payload)
-            ),
+            _event_matcher(Broadcast, event, payload, topic),
             timeout,
             _call("broadcast", event, payload, verb="refute"),
         )
