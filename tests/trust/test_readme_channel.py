@@ -17,12 +17,12 @@ import pytest
 from phoenix_channels import JoinError
 from phoenix_channels.testing import ChannelTest
 
-from ..test_readme import load_readme_app
+from ..support import load_doc_example
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Any:
-    return load_readme_app(tmp_path)
+    return load_doc_example("README.md", "app.py", tmp_path)
 
 
 async def test_the_readme_channel(app: Any) -> None:
