@@ -435,15 +435,24 @@ class Endpoint:
             sock._client = peer[0]  # counted from attach() to closed()
         return Accepted(sock, subprotocol, deflate)
 
-    def _client_opened(self, address: str) -> None:
-        self._clients[address] = self._clients.get(address, 0) + 1
+    def _socket_opened(self, sock: Socket | RawSocket) -> None:
+        """A socket went live: subscribe it to its id, count it against its address."""
+        if sock._id is not None:
+            self.pubsub.subscribe(sock._id, sock._on_id_message)
+        if sock._client is not None:
+            self._clients[sock._client] = self._clients.get(sock._client, 0) + 1
 
-    def _client_closed(self, address: str) -> None:
-        left = self._clients.get(address, 0) - 1
-        if left > 0:
-            self._clients[address] = left
-        else:
-            self._clients.pop(address, None)
+    def _socket_closed(self, sock: Socket | RawSocket) -> None:
+        """The other half of :meth:`_socket_opened`; safe to call once per opened socket."""
+        if sock._id is not None:
+            self.pubsub.unsubscribe(sock._id, sock._on_id_message)
+        address, sock._client = sock._client, None
+        if address is not None:
+            left = self._clients.get(address, 0) - 1
+            if left > 0:
+                self._clients[address] = left
+            else:
+                self._clients.pop(address, None)
 
     # -- ASGI ------------------------------------------------------------------------------
 

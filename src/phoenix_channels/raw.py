@@ -127,10 +127,7 @@ class RawSocket(Mailbox):
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        if self._id is not None:
-            self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
-        if self._client is not None:
-            self.endpoint._client_opened(self._client)
+        self.endpoint._socket_opened(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
@@ -141,11 +138,7 @@ class RawSocket(Mailbox):
             return
         self._state = _TERMINATING  # only the terminate message is taken from now on
         self.transport = None
-        if self._id is not None:
-            self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
-        if self._client is not None:
-            self.endpoint._client_closed(self._client)
-            self._client = None
+        self.endpoint._socket_closed(self)
         if self._mailbox:
             self._mailbox.clear()
         self._enqueue("terminate", reason)
@@ -173,11 +166,7 @@ class RawSocket(Mailbox):
         if self._state == _OPEN:
             self._state = _TERMINATING
             self.transport = None
-            if self._id is not None:
-                self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
-            if self._client is not None:
-                self.endpoint._client_closed(self._client)
-                self._client = None
+            self.endpoint._socket_closed(self)
             if transport is not None:
                 transport.close(1011, "internal error")
             await self._terminate(exc)

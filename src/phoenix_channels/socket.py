@@ -158,10 +158,7 @@ class Socket:
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        if self._client is not None:
-            self.endpoint._client_opened(self._client)
-        if self._id is not None:
-            self.endpoint.pubsub.subscribe(self._id, self._on_id_message)
+        self.endpoint._socket_opened(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
@@ -207,11 +204,7 @@ class Socket:
             return
         self._closed = True
         self.transport = None
-        if self._id is not None:
-            self.endpoint.pubsub.unsubscribe(self._id, self._on_id_message)
-        if self._client is not None:
-            self.endpoint._client_closed(self._client)
-            self._client = None
+        self.endpoint._socket_closed(self)
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):

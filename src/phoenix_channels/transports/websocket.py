@@ -296,17 +296,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Not a WebSocket for us: uvicorn's HTTP protocol serves it from the first byte."""
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        config, server_state, app_state = self._uvicorn
-        transport = self._transport
-        assert transport is not None
-        if server_state is not None:
-            server_state.connections.discard(self)
-        self.endpoint.connections.discard(self)
-        protocol = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
-        protocol.connection_made(transport)
-        transport.set_protocol(protocol)
-        self._transport = None
-        protocol.data_received(data)
+        self._give_to(HttpToolsProtocol, data)
 
     async def _handshake(self, head: bytes) -> None:
         transport = self._transport
@@ -372,25 +362,34 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _hand_over(self, head: bytes) -> None:
         """Not one of our sockets: let uvicorn's own WebSocket protocol serve the app."""
-        config, server_state, app_state = self._uvicorn
-        transport = self._transport
-        if config is None or transport is None:
+        if self._uvicorn[0] is None or self._transport is None:
             self._refuse(404, b'{"errors":{"detail":"Not Found"}}')
             return
         from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol as Fallback,
+            WebSocketsSansIOProtocol,
         )
 
+        self._give_to(WebSocketsSansIOProtocol, head)
+
+    def _give_to(self, protocol_cls: Any, data: bytes) -> None:
+        """Hand the connection, and the bytes read so far, to one of uvicorn's protocols.
+
+        The new protocol is installed before it sees the bytes, so that a
+        protocol switch it makes itself (an HTTP upgrade) is the one that stays.
+        """
+        config, server_state, app_state = self._uvicorn
+        transport = self._transport
+        assert transport is not None
         if server_state is not None:
             server_state.connections.discard(self)
         self.endpoint.connections.discard(self)
-        protocol = Fallback(config=config, server_state=server_state, app_state=app_state)
+        protocol = protocol_cls(config=config, server_state=server_state, app_state=app_state)
         protocol.connection_made(transport)
-        protocol.data_received(head)
         transport.set_protocol(protocol)
+        self._transport = None
         if self._paused:
             transport.resume_reading()
-        self._transport = None
+        protocol.data_received(data)
 
     def _client_closed(self, payload: bytes) -> None:
         code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else 1000
