@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 
@@ -19,28 +18,17 @@ from phoenix_channels.transports.rfc6455 import (
     Deflate,
     FrameParser,
     accept_key,
-    apply_mask,
     encode_frame,
     negotiate_deflate,
     parse_request,
 )
 
+from ..trust.wire import frame
+
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
                  masked: bool = True) -> bytes:
-    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    n = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        header = bytes((b0, mask_bit | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", b0, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", b0, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    mask = os.urandom(4)
-    return header + mask + apply_mask(payload, mask)
+    return frame(opcode, payload, fin=fin, rsv=4 if rsv1 else 0, masked=masked)
 
 
 def test_accept_key_from_rfc6455() -> None:
