@@ -19,7 +19,7 @@ See ``docs/client.md`` for the guide.
 """
 
 from ..protocol.messages import Message, Reply
-from ._core import default_reconnect_after, default_rejoin_after
+from ._timers import default_reconnect_after, default_rejoin_after
 from .channel import Channel, Push
 from .errors import (
     ChannelClosedError,

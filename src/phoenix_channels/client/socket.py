@@ -9,7 +9,7 @@
         async for message in channel:
             print(message.event, message.payload)
 
-This module is the asyncio driver of :class:`~phoenix_channels.client._core.SocketCore`:
+This module is the asyncio driver of :class:`~phoenix_channels.client._socket_machine.SocketCore`:
 it runs one task per connection attempt (connect, then read frames), one
 timer handle for the core's next deadline, and carries out the core's
 actions. Everything runs on the event loop the socket is first used from.
@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from .. import __version__
 from ..errors import ConfigurationError, DecodeError
 from ..protocol.messages import Message
-from ._core import (
+from ._actions import (
     Action,
     ChannelEnded,
     Close,
@@ -44,10 +44,9 @@ from ._core import (
     Received,
     Send,
     Settled,
-    SocketCore,
-    default_reconnect_after,
-    default_rejoin_after,
 )
+from ._socket_machine import SocketCore
+from ._timers import default_reconnect_after, default_rejoin_after
 from .channel import Channel, Push
 from .codec import codec_for
 from .errors import ConnectError, ConnectionRefused
