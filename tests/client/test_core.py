@@ -39,6 +39,7 @@ from phoenix_channels.client._channel_machine import (
 from phoenix_channels.client._socket_machine import SocketCore
 from phoenix_channels.client._timers import default_reconnect_after, default_rejoin_after
 from phoenix_channels.client.errors import ChannelClosedError, PushBufferFull
+from phoenix_channels.client.options import SocketOptions
 from phoenix_channels.protocol import V2
 
 
@@ -110,7 +111,8 @@ class Harness:
 
 def harness(**options: Any) -> Harness:
     options.setdefault("heartbeat_interval", 30.0)
-    return Harness(SocketCore(**options))
+    options.setdefault("jitter", 0.0)  # exact delays unless a test asks for jitter
+    return Harness(SocketCore(SocketOptions(**options)))
 
 
 def connected(**options: Any) -> Harness:

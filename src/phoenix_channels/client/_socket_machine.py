@@ -28,20 +28,21 @@ The connection is a small state machine of its own, read off two fields:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
 from ..protocol.messages import PHX_ERROR, PHX_LEAVE, Message, Ref
 from ._actions import Action, Close, Closed, Deliver, Errored, Open, Opened, Pong, Received, Send
 from ._channel_machine import EMPTY, ChannelCore, ChannelState
-from ._timers import Backoff, Timers, default_reconnect_after, default_rejoin_after
-from .codec import V2_CODEC, Codec, Prepared
+from ._timers import Backoff, Timers
+from .codec import Codec, Prepared, codec_for
+from .options import SocketOptions
 
 __all__ = ["SocketCore"]
 
 
 _RNG = random.Random()  # shared: a Random holds 2.5 KB of state
+_DEFAULTS = SocketOptions()
 
 
 class _Conn:
@@ -56,27 +57,17 @@ class _Conn:
 class SocketCore:
     """The connection, the heartbeat, the reconnects and every channel of one socket."""
 
-    def __init__(
-        self,
-        *,
-        codec: Codec = V2_CODEC,
-        timeout: float = 10.0,
-        heartbeat_interval: float = 30.0,
-        reconnect_after: Callable[[int], float] = default_reconnect_after,
-        rejoin_after: Callable[[int], float] = default_rejoin_after,
-        jitter: float = 0.0,
-        rng: random.Random | None = None,
-        max_buffered_pushes: int = 10_000,
-    ) -> None:
-        self.codec = codec
-        self.timeout = timeout
-        self.heartbeat_interval = heartbeat_interval
-        self.rejoin_after = rejoin_after
-        self.jitter = jitter
-        self.max_buffered_pushes = max_buffered_pushes
+    def __init__(self, options: SocketOptions = _DEFAULTS) -> None:
+        self.options = options
+        self.codec: Codec = codec_for(options.vsn)
+        self.timeout = options.timeout
+        self.heartbeat_interval = options.heartbeat_interval
+        self.rejoin_after = options.rejoin_after
+        self.jitter = options.jitter
+        self.max_buffered_pushes = options.max_buffered_pushes
         self.report_messages = False
         self.established_connections = 0
-        self._rng = rng or _RNG
+        self._rng = options.rng or _RNG
         self._ref = 0
         self._next_conn = 0
         self._conn: _Conn | None = None
@@ -88,7 +79,7 @@ class SocketCore:
         self._pending_heartbeat: str | None = None
         self._pings: dict[str, float] = {}
         self._reconnect = Backoff(
-            self.timers, "reconnect", reconnect_after, self._reconnect_fired, self.jittered
+            self.timers, "reconnect", options.reconnect_after, self._reconnect_fired, self.jittered
         )
 
     # -- the driver's side ----------------------------------------------------------------

@@ -38,9 +38,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import ConfigurationError, UsageError
 from . import generations as gens
@@ -64,6 +64,7 @@ __all__ = [
     "Outgoing",
     "Peer",
     "Shard",
+    "TrackerArgs",
     "TrackerOptions",
     "new_vsn",
 ]
@@ -87,32 +88,39 @@ class NotTrackedError(UsageError):
 
 @dataclass(frozen=True, slots=True)
 class TrackerOptions:
-    """Timing of the replication, in seconds; Phoenix's defaults.
+    """Every option of a presence tracker, declared once; times in seconds, Phoenix's defaults.
 
-    * ``broadcast_period`` (1.5): how often deltas are gossiped (a heartbeat).
-    * ``max_silent_periods`` (10): quiet heartbeats skipped before an empty one is sent.
-      Lowered when ``down_period`` is short, so that an idle replica still heartbeats at
-      least every 0.55 x ``down_period`` (the ratio of Phoenix's defaults, 16.5 s for
-      30 s): otherwise peers would declare an idle replica down between two of its
-      heartbeats.
-    * ``down_period`` (``broadcast_period * max_silent_periods * 2`` = 30): silence after
-      which a peer is down and its entries leave. At least twice ``broadcast_period``.
-    * ``permdown_period`` (1200, 20 min): silence after which a peer's entries are dropped
-      for good. Larger than ``down_period``.
-    * ``clock_sample_periods`` (2): heartbeats between two decisions to ask for transfers.
-    * ``max_delta_sizes`` ((100, 1000, 10000)): sizes of the delta generations kept to
-      answer transfer requests without sending the whole state.
-    * ``permdown_on_shutdown`` (False): on a graceful stop, tell peers to drop this node's
-      entries at once rather than after ``down_period``.
+    :class:`~phoenix_channels.presence.Tracker` and
+    :class:`~phoenix_channels.presence.Presence` take these as keywords
+    (typed by :class:`TrackerArgs`) and build one of these; ``__post_init__``
+    checks them together. ``docs/presence.md`` shows them as a table that a
+    test keeps equal to this declaration.
     """
 
     broadcast_period: float = 1.5
+    """How often deltas are gossiped (a heartbeat)."""
     max_silent_periods: int = 10
+    """Quiet heartbeats skipped before an empty one is sent. Lowered when ``down_period``
+    is short, so that an idle replica still heartbeats at least every 0.55 x
+    ``down_period`` (the ratio of Phoenix's defaults, 16.5 s for 30 s)."""
     down_period: float | None = None
+    """Silence after which a peer is down and its entries leave; at least twice
+    ``broadcast_period``. None: ``broadcast_period * max_silent_periods * 2`` (30)."""
     permdown_period: float = 1200.0
+    """Silence after which a peer's entries are dropped for good (20 min); larger than
+    ``down_period``."""
     clock_sample_periods: int = 2
-    max_delta_sizes: tuple[int, ...] = field(default=(100, 1000, 10_000))
+    """Heartbeats between two decisions to ask peers for transfers."""
+    max_delta_sizes: Sequence[int] = field(default=(100, 1000, 10_000))
+    """Sizes of the delta generations kept to answer transfer requests without sending
+    the whole state."""
     permdown_on_shutdown: bool = False
+    """On a graceful stop, tell peers to drop this node's entries at once rather than
+    after ``down_period``."""
+    max_message_bytes: int = 512 * 1024
+    """Cap of each message published (at least 1024): larger ones (a heartbeat after a
+    burst, a whole state for a new node) are sent in parts, since engines cap message
+    sizes (NATS: 1 MiB by default)."""
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, kind: type | tuple[type, ...] = (int, float)) -> None:
@@ -148,6 +156,10 @@ class TrackerOptions:
                 f"max_delta_sizes must be a non-empty list of positive ints, got {sizes!r}"
             )
         object.__setattr__(self, "max_delta_sizes", sizes)
+        if type(self.max_message_bytes) is not int or self.max_message_bytes < 1024:
+            raise ConfigurationError(
+                f"max_message_bytes must be an int of at least 1024, got {self.max_message_bytes!r}"
+            )
 
     @property
     def silent_periods(self) -> int:
@@ -159,6 +171,22 @@ class TrackerOptions:
     def down(self) -> float:
         assert self.down_period is not None
         return self.down_period
+
+
+class TrackerArgs(TypedDict, total=False):
+    """The keywords of ``Tracker(...)`` and ``Presence(...)`` that build :class:`TrackerOptions`.
+
+    Defaults and meanings are in :class:`TrackerOptions` (a test keeps the two lists equal).
+    """
+
+    broadcast_period: float
+    max_silent_periods: int
+    down_period: float | None
+    permdown_period: float
+    clock_sample_periods: int
+    max_delta_sizes: Sequence[int]
+    permdown_on_shutdown: bool
+    max_message_bytes: int
 
 
 class Peer:
