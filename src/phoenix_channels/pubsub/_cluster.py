@@ -36,7 +36,6 @@ import asyncio
 import logging
 import os
 import random
-import re
 import secrets
 import socket
 import time
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..errors import BroadcastError, ConfigurationError, EncodeError
 from . import codec
+from .options import EngineOptions
 
 if TYPE_CHECKING:
     from . import PubSub
@@ -57,7 +57,6 @@ _T = TypeVar("_T")
 _BACKOFF_MIN = 0.1
 _BATCH = 500  # channels per SUBSCRIBE/UNSUBSCRIBE command
 _LINGER = 2.0  # seconds a prepare() keeps its channel wanted after returning
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\Z")
 
 
 def default_node_name() -> str:
@@ -96,49 +95,18 @@ class EngineAdapter:
     engine: ClassVar[str] = "engine"
     log: ClassVar[logging.Logger] = logging.getLogger("phoenix_channels.pubsub")
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        node_name: str | None,
-        prefix: str,
-        shards: int | None,
-        timeout: float,
-        max_backoff: float,
-        health_interval: float,
-    ) -> None:
-        if node_name is None:
-            node_name = default_node_name()
-        if type(node_name) is not str or not node_name:
-            raise ConfigurationError(f"node_name must be a non-empty str, got {node_name!r}")
-        if len(node_name.encode()) > 255:
-            raise ConfigurationError("node_name must be at most 255 bytes of UTF-8")
-        if type(prefix) is not str or not _PREFIX_RE.match(prefix):
-            raise ConfigurationError(
-                f"prefix must be letters, digits, '_' or '-' (dots between words allowed), "
-                f"got {prefix!r}"
-            )
-        if shards is not None and (type(shards) is not int or not 1 <= shards <= 65536):
-            raise ConfigurationError(
-                f"shards must be None (one engine channel per topic) or an int in 1..65536, "
-                f"got {shards!r}"
-            )
-        for name, value in (
-            ("timeout", timeout),
-            ("max_backoff", max_backoff),
-            ("health_interval", health_interval),
-        ):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
+    def __init__(self, url: str, options: EngineOptions) -> None:
         self.url = url
-        self.node_name = node_name
-        self.prefix = prefix
-        self.shards = shards
-        self.timeout = float(timeout)
-        self.max_backoff = float(max_backoff)
-        self.health_interval = float(health_interval)
+        self.options = options
+        """The adapter's options, checked (:class:`~.options.EngineOptions`)."""
+        self.node_name = default_node_name() if options.node_name is None else options.node_name
+        self.prefix = options.prefix
+        self.shards = options.shards
+        self.timeout = options.timeout
+        self.max_backoff = options.max_backoff
+        self.health_interval = options.health_interval
         self.stats = AdapterStats()
-        self._node = node_name.encode()
+        self._node = self.node_name.encode()
         self._pubsub: PubSub | None = None
         self._wanted: dict[str, int] = {}  # engine channel -> topics (and prepares) needing it
         self._active: set[str] = set()  # channels the engine confirmed on the current link
