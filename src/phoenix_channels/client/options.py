@@ -53,7 +53,8 @@ class SocketOptions:
     """The options of a client socket, checked when it is built (see the module doc)."""
 
     params: Params | None = None
-    """Connect params, called at every connect when a function."""
+    """Connect params: a dict, or a function (sync or async) returning one, called at every
+    connect."""
     transport: Literal["websocket", "longpoll"] | type[Transport] = "websocket"
     """``"websocket"``, ``"longpoll"``, or a :class:`~.transports.Transport` class."""
     vsn: str = "2.0.0"
@@ -79,18 +80,19 @@ class SocketOptions:
     connect_timeout: float | None = None
     """Bound of one connection attempt, and of ``connect()``; None means ``timeout``."""
     longpoll_timeout: float = 20.0
-    """Bound of each long-poll request."""
+    """Bound of each long-poll request (twice the server's window)."""
     max_frame_size: int = 10_000_000
     """Largest frame accepted from the server, in bytes."""
     max_buffered_pushes: int = 10_000
     """Pushes one channel may hold while not joined; past it ``push`` raises
     :class:`~.errors.PushBufferFull`."""
     max_queued_events: int = 1000
-    """Size of each channel's event queue (0: read only through handlers)."""
+    """Size of each channel's event queue (0: read only through handlers); a channel can
+    set its own: ``socket.channel(..., max_queued_events=n)``."""
     compress: bool = False
     """Offer permessage-deflate."""
     ssl: ssl_module.SSLContext | None = None
-    """The TLS context for ``wss`` and ``https``."""
+    """The TLS context for ``wss`` and ``https`` (None: the default context)."""
     rng: random.Random | None = None
     """The random source of the jitter (tests pass a seeded one)."""
 

@@ -32,19 +32,22 @@ class EngineOptions:
     """The options of an engine adapter (Redis's, and the base of NATS's)."""
 
     node_name: str | None = None
-    """This node's name, unique in the cluster. None: ``<host>-<pid>-<random>``. With
-    Redis, starting a node whose name a live node already uses fails."""
+    """This node's name, unique in the cluster; ``direct_broadcast`` addresses it. None:
+    ``<host>-<pid>-<random>``. On Redis a second live node with the same name is refused
+    at start (``ConfigurationError``)."""
     prefix: str = "phx"
     """The first part of every engine channel name; the nodes of one cluster share it,
-    other applications on the same engine use another one."""
+    other applications on the same engine use another one. Redis pub/sub ignores the
+    database number in the URL: the prefix is what keeps two applications apart."""
     shards: int | None = None
     """None (one engine channel per topic) or N in 1..65536 (topics are hashed onto N
     channels: bounded subscriptions, some traffic a node does not need). Every node must
     use the same value."""
     timeout: float = 5.0
-    """Bound of a connect, a publish, a subscription, in seconds."""
+    """Bound of a connect, a publish, a subscription confirmation, in seconds."""
     max_backoff: float = 5.0
-    """Longest wait between reconnection attempts, in seconds."""
+    """Longest wait between reconnection attempts, in seconds; they start at 0.1 s and
+    double, with jitter."""
     health_interval: float = 5.0
     """An idle link is checked with a PING this often, in seconds."""
 
