@@ -41,16 +41,27 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import BroadcastError, ConfigurationError, EncodeError
 from . import codec
 from .options import EngineOptions
 
-if TYPE_CHECKING:
-    from . import PubSub
 
-__all__ = ["AdapterStats", "EngineAdapter", "EngineRefused", "default_node_name", "within"]
+class LocalDelivery(Protocol):
+    """What an adapter needs of its :class:`~phoenix_channels.pubsub.PubSub`: local delivery."""
+
+    def local_broadcast(self, topic: str, message: Any) -> None: ...
+
+
+__all__ = [
+    "AdapterStats",
+    "EngineAdapter",
+    "EngineRefused",
+    "LocalDelivery",
+    "default_node_name",
+    "within",
+]
 
 _T = TypeVar("_T")
 
@@ -107,7 +118,7 @@ class EngineAdapter:
         self.health_interval = options.health_interval
         self.stats = AdapterStats()
         self._node = self.node_name.encode()
-        self._pubsub: PubSub | None = None
+        self._pubsub: LocalDelivery | None = None
         self._wanted: dict[str, int] = {}  # engine channel -> topics (and prepares) needing it
         self._active: set[str] = set()  # channels the engine confirmed on the current link
         self._dirty: set[str] = set()  # channels whose wanted state changed since the last sync
@@ -174,7 +185,7 @@ class EngineAdapter:
             return self._topic_channel(topic)
         return self._shard_channel(zlib.crc32(topic.encode("utf-8", "surrogatepass")) % self.shards)
 
-    async def start(self, pubsub: PubSub) -> None:
+    async def start(self, pubsub: LocalDelivery) -> None:
         """Connect (waiting at most ``timeout`` for the first attempt) and keep the link up.
 
         If the engine cannot be reached, the node starts anyway and serves
