@@ -74,11 +74,15 @@ class PushRef(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Open:
+    """Start transport connection number ``conn``."""
+
     conn: int
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
+    """Close connection ``conn``; its later events are ignored."""
+
     conn: int
     code: int
     reason: str
@@ -86,6 +90,8 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """Write one frame on connection ``conn``."""
+
     conn: int
     data: bytes
     binary: bool
@@ -93,11 +99,15 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
+    """Hand ``message`` to the listeners of ``channel``."""
+
     channel: ChannelRef
     message: Message
 
 
 class Outcome(StrEnum):
+    """How a push ended: a reply came, its timeout passed, or its channel closed first."""
+
     REPLY = "reply"
     TIMEOUT = "timeout"
     CLOSED = "closed"
@@ -105,6 +115,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Settled:
+    """A push has its outcome; resolve what ``owner`` (the driver's object) awaits."""
+
     push: PushRef
     owner: Any
     outcome: Outcome
@@ -114,23 +126,31 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
+    """``channel`` joined (or rejoined): tell its ``on_join`` listeners."""
+
     channel: ChannelRef
     response: Any
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelEnded:
+    """``channel`` ended for good: end its event iterators."""
+
     channel: ChannelRef
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
+    """Connection ``conn`` opened: call the socket's ``on_open`` listeners."""
+
     conn: int
 
 
 @dataclass(frozen=True, slots=True)
 class Closed:
+    """Connection ``conn`` closed: call the socket's ``on_close`` listeners."""
+
     conn: int
     code: int
     reason: str
@@ -138,17 +158,23 @@ class Closed:
 
 @dataclass(frozen=True, slots=True)
 class Errored:
+    """Connection ``conn`` failed: call the socket's ``on_error`` listeners."""
+
     conn: int
     error: BaseException
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
+    """A message arrived (only when someone listens with ``on_message``)."""
+
     message: Message
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """The reply to a ``ping``, with its round trip (None: the connection closed first)."""
+
     ref: str
     rtt: float | None
 
