@@ -35,6 +35,7 @@ from ._channel_machine import ChannelCore, PushCore
 from ._socket_machine import SocketCore
 from ._wakeup import Wakeup
 from .errors import ChannelClosedError, JoinRefused, JoinTimeout, PushTimeout
+from .options import check_max_queued_events
 
 __all__ = ["Channel", "Handler", "Push", "SocketLink"]
 
@@ -148,8 +149,7 @@ class Channel:
     """
 
     def __init__(self, socket: SocketLink, topic: str, params: Any, max_queued_events: int) -> None:
-        if type(max_queued_events) is not int or max_queued_events < 0:
-            raise UsageError(f"max_queued_events must be an int >= 0, got {max_queued_events!r}")
+        check_max_queued_events(max_queued_events)
         self._socket = socket
         self._core: ChannelCore = socket._core.channel(topic, params, self)
         self._bindings: list[tuple[str, int, Handler]] = []

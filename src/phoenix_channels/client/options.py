@@ -26,7 +26,14 @@ from .codec import codec_for
 if TYPE_CHECKING:
     from .transports import Transport
 
-__all__ = ["Params", "SocketArgs", "SocketOptions", "TokenSource", "positive_seconds"]
+__all__ = [
+    "Params",
+    "SocketArgs",
+    "SocketOptions",
+    "TokenSource",
+    "check_max_queued_events",
+    "positive_seconds",
+]
 
 Params = Mapping[str, Any] | Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 """Connect params: a dict, or a function (sync or async) returning one."""
@@ -46,6 +53,13 @@ def positive_seconds(name: str, value: object) -> float:
 def _positive_int(name: str, value: object) -> None:
     if type(value) is not int or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_max_queued_events(value: object) -> int:
+    """The check of ``max_queued_events``, for the socket's default and a channel's own."""
+    if type(value) is not int or value < 0:
+        raise ConfigurationError(f"max_queued_events must be an int >= 0, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,10 +139,7 @@ class SocketOptions:
             raise ConfigurationError(f"jitter must be in [0, 1), got {jitter!r}")
         _positive_int("max_frame_size", self.max_frame_size)
         _positive_int("max_buffered_pushes", self.max_buffered_pushes)
-        if type(self.max_queued_events) is not int or self.max_queued_events < 0:
-            raise ConfigurationError(
-                f"max_queued_events must be an int >= 0, got {self.max_queued_events!r}"
-            )
+        check_max_queued_events(self.max_queued_events)
         timeout = positive_seconds("timeout", self.timeout)
         connect_timeout = timeout if self.connect_timeout is None else self.connect_timeout
         headers = self.headers
