@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._mailbox import Mailbox
 from .errors import ConfigurationError
 from .protocol import RAW, Serializer
+from .protocol.close_codes import CloseCode
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -114,7 +115,10 @@ class RawSocket(Mailbox):
             self._enqueue("info", message)
 
     def close(
-        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        reason: str = "",
+        channel_reason: Any = "shutdown:closed",
     ) -> None:
         """Close the connection; ``terminate`` gets ``channel_reason``."""
         transport = self.transport
@@ -145,7 +149,7 @@ class RawSocket(Mailbox):
 
     def _on_id_message(self, message: Any) -> None:
         if getattr(message, "event", None) == "disconnect":
-            self.close(1001, "disconnected", "shutdown:disconnected")
+            self.close(CloseCode.GOING_AWAY, "disconnected", "shutdown:disconnected")
 
     # -- the mailbox ---------------------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class RawSocket(Mailbox):
             self.transport = None
             self.endpoint._socket_closed(self)
             if transport is not None:
-                transport.close(1011, "internal error")
+                transport.close(CloseCode.INTERNAL_ERROR, "internal error")
             await self._terminate(exc)
 
     async def _terminate(self, reason: Any) -> None:

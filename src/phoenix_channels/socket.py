@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
+from .protocol.close_codes import CloseCode
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class Socket:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
             log.warning("closing connection: %s", exc)
-            self.close(1011, str(exc)[:120])
+            self.close(CloseCode.INTERNAL_ERROR, str(exc)[:120])
             return
         # Cheap guards first: the walk runs only for frames with enough brackets
         # to nest that deep, and the clock is read once per max_messages_per_second.
@@ -212,7 +213,10 @@ class Socket:
         self._table.entries.clear()
 
     def close(
-        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        reason: str = "",
+        channel_reason: Any = "shutdown:closed",
     ) -> None:
         """Close the connection from the server side; channels terminate with ``channel_reason``."""
         transport = self.transport
@@ -331,7 +335,7 @@ class Socket:
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":
-            self.close(1001, "disconnected", "shutdown:disconnected")
+            self.close(CloseCode.GOING_AWAY, "disconnected", "shutdown:disconnected")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

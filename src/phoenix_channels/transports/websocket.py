@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import _eager
 from ..errors import WebSocketError
 from ..protocol import V1, V2, Serializer
+from ..protocol.close_codes import CloseCode
 from .base import FrameEncoder, SocketHandler
 from .rfc6455 import (
     OP_BINARY,
@@ -198,7 +199,7 @@ class WebSocketProtocol(asyncio.Protocol):
             "%d bytes waiting)",
             self.endpoint.max_outbound_buffer,
         )
-        self.close(1013, "slow consumer")
+        self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._closing:
             self._transport.write(item)  # type: ignore[union-attr]
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame, then end the connection when the client answers (or soon)."""
         if self._closing or self._transport is None:
             return
@@ -244,7 +245,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def idle_close(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1001, "idle timeout")
+            sock.close(CloseCode.GOING_AWAY, "idle timeout")
         elif self._parser is None and self._transport is not None:  # no request head in time
             self.endpoint.connections.discard(self)
             self._transport.close()
@@ -252,7 +253,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def drain(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1012, "server restart", "shutdown:draining")
+            sock.close(CloseCode.SERVICE_RESTART, "server restart", "shutdown:draining")
         elif self._parser is None and self._transport is not None:  # still in the handshake
             self._transport.close()
 
@@ -392,7 +393,7 @@ class WebSocketProtocol(asyncio.Protocol):
         protocol.data_received(data)
 
     def _client_closed(self, payload: bytes) -> None:
-        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else 1000
+        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else CloseCode.NORMAL_CLOSURE
         transport = self._transport
         if transport is None:
             return
