@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._mailbox import Mailbox
+from ._mailbox import IN, INFO, TERMINATE, Mailbox
 from .errors import ConfigurationError
 from .protocol import RAW, Serializer
 from .protocol.close_codes import CloseCode
@@ -112,7 +112,7 @@ class RawSocket(Mailbox):
     def send_info(self, message: Any) -> None:
         """Queue ``message`` for :meth:`handle_info`."""
         if self._state == _OPEN:
-            self._enqueue("info", message)
+            self._enqueue(INFO, message)
 
     def close(
         self,
@@ -135,7 +135,7 @@ class RawSocket(Mailbox):
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
-            self._enqueue("in", (data, binary))
+            self._enqueue(IN, (data, binary))
 
     def closed(self, reason: Any = "shutdown:closed") -> None:
         if self._state != _OPEN:
@@ -145,7 +145,7 @@ class RawSocket(Mailbox):
         self.endpoint._socket_closed(self)
         if self._mailbox:
             self._mailbox.clear()
-        self._enqueue("terminate", reason)
+        self._enqueue(TERMINATE, reason)
 
     def _on_id_message(self, message: Any) -> None:
         if getattr(message, "event", None) == "disconnect":
@@ -157,9 +157,9 @@ class RawSocket(Mailbox):
         return self._state < _DONE
 
     async def _dispatch(self, kind: str, value: Any) -> None:
-        if kind == "in":
+        if kind == IN:
             await self.handle_in(*value)
-        elif kind == "info":
+        elif kind == INFO:
             await self.handle_info(value)
         else:
             await self._terminate(value)

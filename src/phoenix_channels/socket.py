@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
@@ -235,13 +236,13 @@ class Socket:
         action = decision.action
         encoder = self._encoder
         if action is Action.FORWARD:
-            decision.entry.channel._enqueue("in", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(IN, msg)  # type: ignore[union-attr]
         elif action is Action.HEARTBEAT:
             self._send(encoder.reply(None, msg.ref, msg.topic, "ok", {}))
         elif action is Action.JOIN:
             self._start_join(msg, decision.route, decision.entry)  # type: ignore[arg-type]
         elif action is Action.LEAVE:
-            decision.entry.channel._enqueue("leave", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(LEAVE, msg)  # type: ignore[union-attr]
         elif action is Action.UNMATCHED:
             if msg.event == "phx_join":
                 log.warning("ignoring unmatched topic %r", msg.topic)
@@ -269,7 +270,7 @@ class Socket:
         channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
         self._table.add(msg.topic, msg.join_ref, channel)
         self._joining = channel
-        channel._enqueue("join", msg)
+        channel._enqueue(JOIN, msg)
 
     def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool:
         """The channel's join finished; False if its ok reply could not be encoded."""
