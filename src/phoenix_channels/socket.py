@@ -2,7 +2,7 @@
 
 Subclass :class:`Socket` to say which channels serve which topics and who
 may connect. One instance exists per connection; it routes decoded messages
-to channels following :mod:`phoenix_channels.protocol.socket_state`, answers
+to channels following :mod:`phoenix_channels.protocol.topic_table`, answers
 heartbeats, serialises joins (messages that arrive while a join runs wait for
 it) and writes the frames of its channels through its transport.
 """
@@ -19,7 +19,8 @@ from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
 from .protocol.close_codes import CloseCode
-from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
+from .protocol.router import Router
+from .protocol.topic_table import Action, Entry, EntryState, TopicTable
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
