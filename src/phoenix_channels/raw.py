@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._closed import ClosedFlag
 from ._mailbox import IN, INFO, TERMINATE, Mailbox
 from .errors import ConfigurationError
 from .protocol import RAW, Serializer
@@ -122,7 +123,7 @@ class RawSocket(Mailbox):
     ) -> None:
         """Close the connection; ``terminate`` gets ``channel_reason``."""
         transport = self.transport
-        self.closed(channel_reason)
+        self.connection_lost(channel_reason)
         if transport is not None:
             transport.close(code, reason)
 
@@ -137,7 +138,12 @@ class RawSocket(Mailbox):
         if self._state == _OPEN:
             self._enqueue(IN, (data, binary))
 
-    def closed(self, reason: Any = "shutdown:closed") -> None:
+    @property
+    def closed(self) -> ClosedFlag:
+        """Whether the connection has ended (truthy); see :mod:`phoenix_channels._closed`."""
+        return ClosedFlag(self._state >= _TERMINATING, self.connection_lost)
+
+    def connection_lost(self, reason: Any = "shutdown:closed") -> None:
         if self._state != _OPEN:
             return
         self._state = _TERMINATING  # only the terminate message is taken from now on

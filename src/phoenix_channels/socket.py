@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._closed import ClosedFlag
 from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
@@ -201,7 +202,12 @@ class Socket:
             return
         self._handle(msg)
 
-    def closed(self, reason: Any = "shutdown:closed") -> None:
+    @property
+    def closed(self) -> ClosedFlag:
+        """Whether the connection has ended (truthy); see :mod:`phoenix_channels._closed`."""
+        return ClosedFlag(self._closed, self.connection_lost)
+
+    def connection_lost(self, reason: Any = "shutdown:closed") -> None:
         """The connection is gone (client closed, network lost). Ends every channel."""
         if self._closed and self.transport is None:
             return
@@ -222,7 +228,7 @@ class Socket:
     ) -> None:
         """Close the connection from the server side; channels terminate with ``channel_reason``."""
         transport = self.transport
-        self.closed(channel_reason)
+        self.connection_lost(channel_reason)
         if transport is not None:
             transport.close(code, reason)
 

@@ -207,7 +207,7 @@ async def serve_asgi_websocket(
     finally:
         endpoint.connections.discard(transport)
         transport.socket = None
-        sock.closed("shutdown:closed")
+        sock.connection_lost("shutdown:closed")
         if transport._closing:  # our close message is on its way: let it go out
             await transport.wait_closed(5)
         transport._closing = True

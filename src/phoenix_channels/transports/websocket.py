@@ -187,7 +187,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.endpoint.connections.discard(self)
         sock, self._socket = self._socket, None
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
 
     def pause_writing(self) -> None:
         # The kernel buffer is full and our own buffer passed the endpoint's
@@ -217,7 +217,7 @@ class WebSocketProtocol(asyncio.Protocol):
         sock, self._socket = self._socket, None
         self.endpoint.connections.discard(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
 
     def _fail(self, code: int, reason: str) -> None:
@@ -403,7 +403,7 @@ class WebSocketProtocol(asyncio.Protocol):
         sock, self._socket = self._socket, None
         self.endpoint.connections.discard(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         transport.close()
 
 

@@ -142,7 +142,7 @@ class LongPollSession:
         self.endpoint.pubsub.unsubscribe(self.topic, self._on_command)
         sock, self.socket = self.socket, None
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(self._take())
 
