@@ -42,7 +42,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigurationError, UsageError
+from ..errors import AlreadyTrackedError, ConfigurationError, NotTrackedError
 from . import generations as gens
 from .clock import Context, ReplicaId, append_clock
 from .state import Delta, Entry, Snapshot, State
@@ -75,14 +75,6 @@ Report = Callable[[list[Entry], list[Entry]], None]
 
 _UP, _DOWN = "up", "down"
 _GONE_LIMIT = 1000
-
-
-class AlreadyTrackedError(UsageError):
-    """``track`` of an ``(owner, topic, key)`` that is already tracked; use ``update``."""
-
-
-class NotTrackedError(UsageError):
-    """``update`` of an ``(owner, topic, key)`` that is not tracked."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import RemoteError
+from ..errors import ReplicationError
 from .clock import Context, ReplicaId
 from .state import Delta, Entry, Snapshot, Tag
 
@@ -58,10 +58,6 @@ __all__ = [
 
 VERSION = 1
 _TAG = "phx_tracker"
-
-
-class ReplicationError(RemoteError):
-    """A tracker message from another node could not be decoded (it is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable
 
-from ..errors import WebSocketError
+from ..errors import FrameError, WebSocketError
 from ..protocol.close_codes import VALID_CLOSE_CODES, CloseCode
 
 _PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
@@ -238,19 +238,6 @@ def _check_close(payload: bytes) -> None:
             payload[2:].decode()
         except UnicodeDecodeError:
             raise WebSocketError(_INVALID_DATA, "close reason is not valid UTF-8") from None
-
-
-class FrameError(WebSocketError):
-    """A violation, and the complete frames that came before it in the same data.
-
-    Deliver ``frames`` first, then fail the connection with ``code``: a client
-    that sent a good message and then a bad frame gets the answer to the
-    good one (Autobahn|Testsuite checks this).
-    """
-
-    def __init__(self, error: WebSocketError, frames: list[tuple[int, bytes]]) -> None:
-        super().__init__(error.code, error.reason)
-        self.frames = frames
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
