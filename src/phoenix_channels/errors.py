@@ -23,6 +23,7 @@ hostile client from a bug in their own code::
     │       ├── ExpiredToken        older than its max age
     │       └── MissingToken        no token at all
     ├── UsageError                  the application misused the API
+    │   ├── InvalidTransition       a state machine asked for a move its table lacks
     │   ├── ConfigurationError      invalid option or route, found at startup
     │   ├── EncodeError             a value that cannot go on the wire
     │   ├── NotJoinedError          push/broadcast/socket_ref before the join finished
@@ -48,6 +49,7 @@ __all__ = [
     "ExpiredToken",
     "FrameError",
     "InvalidToken",
+    "InvalidTransition",
     "JoinError",
     "MalformedMessage",
     "MissingToken",
@@ -126,6 +128,14 @@ class MissingToken(TokenError):
 
 class UsageError(PhoenixChannelsError):
     """The application used the API in a way it does not support."""
+
+
+class InvalidTransition(UsageError):
+    """A state machine was asked for a move its transition table does not have.
+
+    The message names the machine, the event and the state; see
+    :mod:`phoenix_channels.protocol.transitions`.
+    """
 
 
 class ConfigurationError(UsageError):

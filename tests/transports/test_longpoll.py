@@ -386,14 +386,14 @@ async def test_a_session_is_reached_across_processes_sharing_redis() -> None:
 
 async def test_a_session_moves_along_its_table_and_refuses_other_events(
         server: Server, http: httpx.AsyncClient) -> None:
-    from phoenix_channels.errors import UsageError
+    from phoenix_channels.errors import InvalidTransition
     from phoenix_channels.transports.longpoll.session import SessionState
 
     lp = LP(http)
     await lp.open()
     (session,) = server.endpoint.longpoll_sessions.values()
     assert session.state is SessionState.OPEN
-    with pytest.raises(UsageError, match="event 'opened' is not allowed in state 'open'"):
+    with pytest.raises(InvalidTransition, match="long-poll session .*: event 'opened' is not allowed in state 'open'"):
         session.opened()
     session.close()
     session.close()  # closing twice is fine

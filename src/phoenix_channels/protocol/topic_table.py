@@ -16,8 +16,9 @@ rules in this order:
 5. ``phx_leave`` to a topic without an entry is answered ``ok``.
 6. Anything else to a topic without an entry is answered "unmatched topic".
 
-Entry states move only along this table; anything else raises
-:class:`~phoenix_channels.errors.UsageError` naming the state and event::
+Entry states move only along this table (see :mod:`.transitions`); anything
+else raises :class:`~phoenix_channels.errors.InvalidTransition` naming the
+state and event::
 
     state      event        next
     joining    joined       joined
@@ -36,6 +37,7 @@ from typing import Any, Generic, TypeVar
 from ..errors import UsageError
 from .messages import HEARTBEAT, PHX_JOIN, PHX_LEAVE, Message, Ref
 from .router import Router
+from .transitions import advance
 
 __all__ = ["Action", "Decision", "Entry", "EntryState", "TopicTable"]
 
@@ -68,13 +70,7 @@ class Entry:
         self.state = EntryState.JOINING
 
     def advance(self, event: str) -> None:
-        try:
-            self.state = _TRANSITIONS[self.state, event]
-        except KeyError:
-            raise UsageError(
-                f"channel entry for {self.topic!r}: event {event!r} is not allowed "
-                f"in state {self.state.value!r}"
-            ) from None
+        self.state = advance(_TRANSITIONS, self.state, event, f"channel entry for {self.topic!r}")
 
     def __repr__(self) -> str:
         return f"<Entry {self.topic!r} join_ref={self.join_ref!r} {self.state.value}>"

@@ -6,8 +6,9 @@ requests (see :mod:`.handler`) or, from other nodes, by relay commands (see
 :mod:`.relay`). A session nobody polled for ``1.5 * window`` seconds is
 closed and its channels end with ``"shutdown:inactive"``.
 
-Its life follows this table (``SessionState``, ``_TRANSITIONS``); any other
-(state, event) pair raises :class:`~phoenix_channels.errors.UsageError`
+Its life follows this table (``SessionState``, ``_TRANSITIONS``, moved by
+:func:`~phoenix_channels.protocol.transitions.advance`); any other (state,
+event) pair raises :class:`~phoenix_channels.errors.InvalidTransition`
 naming both::
 
     state     event      next
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import DecodeError, UsageError
 from ...protocol.close_codes import CloseCode
+from ...protocol.transitions import advance
 from ..base import FrameEncoder
 from . import relay
 from .encoding import ENCODERS
@@ -96,13 +98,7 @@ class LongPollSession:
     def _advance(self, event: str) -> SessionState:
         """Move along the table; the state before."""
         before = self.state
-        try:
-            self.state = _TRANSITIONS[before, event]
-        except KeyError:
-            raise UsageError(
-                f"long-poll session {self.id}: event {event!r} is not allowed "
-                f"in state {before.value!r}"
-            ) from None
+        self.state = advance(_TRANSITIONS, before, event, f"long-poll session {self.id}")
         return before
 
     @property
