@@ -125,3 +125,17 @@ def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_the_relay_names_its_types() -> None:
     assert set(relay.__all__) >= {"Command", "Answer", "RemoteSession", "AnswerSender"}
+
+
+async def test_a_malformed_command_is_dropped_with_a_warning_and_the_session_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Server(make_endpoint()) as srv, httpx.AsyncClient(timeout=10) as http:
+        lp = LP(http, path=f"http://127.0.0.1:{srv.port}/socket/longpoll")
+        await lp.open()
+        (session,) = srv.endpoint.longpoll_sessions.values()
+        with caplog.at_level(logging.WARNING, "phoenix_channels.longpoll"):
+            await srv.endpoint.pubsub.broadcast(session.topic, {"cmd": "reboot", "ref": "x"})
+        assert "unknown long-poll relay command 'reboot'" in caplog.text
+        assert await lp.post(["1", "1", "room:m", "phx_join", {}]) == {"status": 200}
+        assert (await lp.messages(1))[0][4]["status"] == "ok"
