@@ -42,9 +42,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from ..errors import ConfigurationError, UsageError
+from ..errors import AlreadyTrackedError, ConfigurationError, NotTrackedError
 from . import generations as gens
-from .clock import Context, Ref, append_clock
+from .clock import Context, ReplicaId, append_clock
 from .state import Delta, Entry, Snapshot, State
 from .wire import (
     Heartbeat,
@@ -76,14 +76,6 @@ Report = Callable[[list[Entry], list[Entry]], None]
 
 _UP, _DOWN = "up", "down"
 _GONE_LIMIT = 1000
-
-
-class AlreadyTrackedError(UsageError):
-    """``track`` of an ``(owner, topic, key)`` that is already tracked; use ``update``."""
-
-
-class NotTrackedError(UsageError):
-    """``update`` of an ``(owner, topic, key)`` that is not tracked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +194,7 @@ class Peer:
         self.status = _UP
 
     @property
-    def ref(self) -> Ref:
+    def replica_id(self) -> ReplicaId:
         return (self.name, self.vsn)
 
     def __repr__(self) -> str:
@@ -242,7 +234,7 @@ class Shard:
         self.peers: dict[str, Peer] = {}
         self.generations: list[Delta] = []
         self._report = report
-        self._clockset: list[tuple[Ref, Context]] = []
+        self._clockset: list[tuple[ReplicaId, Context]] = []
         self._silent_limit = self.options.silent_periods
         self._silent = self._silent_limit  # so the first tick announces us
         self._samples = self.options.clock_sample_periods
@@ -251,10 +243,10 @@ class Shard:
         self.transfers_sent = 0
         # Incarnations that said goodbye: a message of theirs still in flight
         # must not bring them back. Kept for permdown_period, at most _GONE_LIMIT.
-        self._gone: dict[Ref, float] = {}
+        self._gone: dict[ReplicaId, float] = {}
 
     @property
-    def ref(self) -> Ref:
+    def replica_id(self) -> ReplicaId:
         return self.state.replica
 
     # -- local changes --------------------------------------------------------------
@@ -313,11 +305,15 @@ class Shard:
         state = self.state
         if state.has_delta():
             delta = state.take_delta()
-            out.append((None, encode_heartbeat(self.ref, self.node, state.clocks()[1], delta)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, state.clocks()[1], delta))
+            )
             self._silent = 0
             self._push_generation(delta)
         elif self._silent >= self._silent_limit:
-            out.append((None, encode_heartbeat(self.ref, self.node, state.clocks()[1], None)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, state.clocks()[1], None))
+            )
             self._silent = 0
         else:
             self._silent += 1
@@ -327,12 +323,14 @@ class Shard:
         out: list[Outgoing] = []
         if self.state.has_delta():
             delta = self.state.take_delta()
-            out.append((None, encode_heartbeat(self.ref, self.node, self.state.clocks()[1], delta)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, self.state.clocks()[1], delta))
+            )
         return out
 
     def goodbye(self) -> Outgoing:
         """The message that makes peers drop this replica at once (graceful permdown)."""
-        return (None, encode_permdown(self.ref))
+        return (None, encode_permdown(self.replica_id))
 
     def _request_transfers(self, out: list[Outgoing]) -> None:
         if self._samples > 1:
@@ -342,7 +340,7 @@ class Shard:
         clockset = append_clock(self._clockset, self.state.clocks())
         self._clockset = []
         for ref, _context in clockset:
-            if ref == self.ref:
+            if ref == self.replica_id:
                 continue
             peer = self.peers.get(ref[0])
             if peer is None or peer.vsn != ref[1] or peer.status != _UP:
@@ -352,7 +350,11 @@ class Shard:
                 (
                     peer.node,
                     encode_transfer_req(
-                        self.ref, self.node, peer.name, next(self._refs), self.state.clocks()[1]
+                        self.replica_id,
+                        self.node,
+                        peer.name,
+                        next(self._refs),
+                        self.state.clocks()[1],
                     ),
                 )
             )
@@ -377,32 +379,32 @@ class Shard:
 
     def _up(self, peer: Peer) -> None:
         peer.status = _UP
-        joins = self.state.replica_up(peer.ref)
+        joins = self.state.replica_up(peer.replica_id)
         if joins:
             self._report(joins, [])
 
     def _down(self, peer: Peer) -> None:
         if peer.status == _UP:
             peer.status = _DOWN
-            leaves = self.state.replica_down(peer.ref)
+            leaves = self.state.replica_down(peer.replica_id)
             if leaves:
                 self._report([], leaves)
 
     def _permdown(self, peer: Peer) -> None:
-        leaves = self.state.remove_replica(peer.ref)
+        leaves = self.state.remove_replica(peer.replica_id)
         if leaves:
             self._report([], leaves)
-        self.generations = gens.remove_replica(self.generations, peer.ref)
+        self.generations = gens.remove_replica(self.generations, peer.replica_id)
         if self.peers.get(peer.name) is peer:
             del self.peers[peer.name]
 
-    def _heard(self, sender: Ref, node: str, now: float) -> bool:
+    def _heard(self, sender: ReplicaId, node: str, now: float) -> bool:
         """Bookkeeping for a heartbeat; False if it must be ignored."""
         name, vsn = sender
         if sender in self._gone:
             return False
         if name == self.name:
-            if vsn != self.ref[1]:
+            if vsn != self.replica_id[1]:
                 log.error(
                     "%s: another tracker replica uses this node name (%s, vsn %s); node names "
                     "must be unique in a cluster. Ignoring its messages",
@@ -454,7 +456,10 @@ class Shard:
                 data = self.state.extract(message.sender, message.clock)
             self.transfers_sent += 1
             return [
-                (message.node, encode_transfer_ack(self.ref, message.sender[0], message.ref, data))
+                (
+                    message.node,
+                    encode_transfer_ack(self.replica_id, message.sender[0], message.ref, data),
+                )
             ]
         if type(message) is TransferAck:
             if message.to != self.name:

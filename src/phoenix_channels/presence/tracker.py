@@ -533,7 +533,9 @@ class Tracker:
     async def _send(self, target: str | None, message: dict[str, Any]) -> None:
         parts = [message]
         if wire.carries_state(message):
-            parts = wire.pack(message, self._shard.ref, next(self._packs), self.max_message_bytes)
+            parts = wire.pack(
+                message, self._shard.replica_id, next(self._packs), self.max_message_bytes
+            )
         try:
             for part in parts:
                 if target is None:
