@@ -25,15 +25,38 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._mailbox import Mailbox
-from .errors import EncodeError, JoinError, NotJoinedError, UsageError
+from .errors import JoinError, NotJoinedError, UsageError
+from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
+from .protocol.checks import check_payload as check_payload  # its old home
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
-    from .socket import Socket
+    from .transports.base import FrameEncoder, Transport
+
+
+class Socket(Protocol):
+    """The connection a channel runs on, as the channel sees it (a
+    :class:`phoenix_channels.Socket`; this module does not import it, the socket imports us)."""
+
+    endpoint: EndpointAPI
+    assigns: dict[str, Any]
+    params: dict[str, Any]
+    transport: Transport | None
+    _encoder: FrameEncoder
+
+    def id(self) -> str | None: ...
+
+    def close(self, code: int = ..., reason: str = ..., channel_reason: Any = ...) -> None: ...
+
+    def _send(self, item: Any) -> None: ...
+
+    def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool: ...
+
+    def _channel_stopped(self, channel: Channel, graceful: bool) -> None: ...
+
 
 __all__ = ["Channel", "ChannelReply", "SocketRef", "Stop", "is_graceful", "reply", "stop"]
 
@@ -185,7 +208,7 @@ class Channel(Mailbox):
     # -- the API for callbacks ------------------------------------------------
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> EndpointAPI:
         return self.socket.endpoint
 
     @property
@@ -439,11 +462,3 @@ class Channel(Mailbox):
     def __repr__(self) -> str:
         state = ("joining", "joined", "terminating", "stopped")[self._state]
         return f"<{type(self).__name__} {self.topic!r} join_ref={self.join_ref!r} {state}>"
-
-
-def check_payload(payload: Any) -> None:
-    """Broadcast payloads must be dicts (JSON) or bytes (binary frames)."""
-    if not isinstance(payload, dict | bytes):
-        raise EncodeError(
-            f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
-        )

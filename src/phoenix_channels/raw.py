@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._mailbox import Mailbox
 from .errors import ConfigurationError
+from .interfaces import EndpointAPI
 from .protocol import RAW, Serializer
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import Transport
 
 __all__ = ["RawSocket"]
@@ -66,7 +66,9 @@ class RawSocket(Mailbox):
         """Raw sockets speak no Phoenix protocol: any ``vsn`` (or none) is fine."""
         return RAW
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         Mailbox.__init__(self)
         self.endpoint = endpoint
         self.params = params
@@ -74,7 +76,7 @@ class RawSocket(Mailbox):
         self.assigns: dict[str, Any] = {}
         self.transport: Transport | None = None
         self._id: str | None = None
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._state = _NEW
 
     # -- callbacks to override ---------------------------------------------------------
@@ -124,10 +126,19 @@ class RawSocket(Mailbox):
 
     # -- the transport's side --------------------------------------------------------------
 
+    def bind(self, sid: str | None, address: str | None) -> None:
+        """See :meth:`phoenix_channels.Socket.bind`."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        self.endpoint._socket_opened(self)
+        self.endpoint.registry.socket_opened(self._id, self._client, self._on_id_message)
+
+    def _unregister(self) -> None:
+        address, self._client = self._client, None
+        self.endpoint.registry.socket_closed(self._id, address, self._on_id_message)
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
@@ -138,7 +149,7 @@ class RawSocket(Mailbox):
             return
         self._state = _TERMINATING  # only the terminate message is taken from now on
         self.transport = None
-        self.endpoint._socket_closed(self)
+        self._unregister()
         if self._mailbox:
             self._mailbox.clear()
         self._enqueue("terminate", reason)
@@ -166,7 +177,7 @@ class RawSocket(Mailbox):
         if self._state == _OPEN:
             self._state = _TERMINATING
             self.transport = None
-            self.endpoint._socket_closed(self)
+            self._unregister()
             if transport is not None:
                 transport.close(1011, "internal error")
             await self._terminate(exc)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
+from .interfaces import EndpointAPI
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import FrameEncoder, Transport
     from .transports.longpoll import LongPoll
 
@@ -116,7 +116,9 @@ class Socket:
                 "no limit"
             )
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         self.endpoint = endpoint
         self.params = params
         self.serializer = serializer
@@ -129,7 +131,7 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._rate_count = 0
         self._rate_start = 0.0
         self.limited = 0
@@ -152,13 +154,19 @@ class Socket:
 
     # -- the transport's side ------------------------------------------------------
 
+    def bind(self, sid: str | None, address: str | None) -> None:
+        """Called by the handshake once ``connect`` accepted: this socket's id, and the
+        peer address the registry counts it under (None when nothing is counted)."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         """Start serving: called by the transport once the connection is accepted."""
         self.transport = transport
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        self.endpoint._socket_opened(self)
+        self.endpoint.registry.socket_opened(self._id, self._client, self._on_id_message)
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
@@ -204,7 +212,8 @@ class Socket:
             return
         self._closed = True
         self.transport = None
-        self.endpoint._socket_closed(self)
+        address, self._client = self._client, None
+        self.endpoint.registry.socket_closed(self._id, address, self._on_id_message)
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):

@@ -41,14 +41,19 @@ import secrets
 import socket
 import time
 import zlib
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import BroadcastError, ConfigurationError, EncodeError
 from . import codec
 
-if TYPE_CHECKING:
-    from . import PubSub
+
+class PubSub(Protocol):
+    """What an engine adapter needs of the PubSub it serves (the package imports us)."""
+
+    def local_broadcast(self, topic: str, message: Any, *, from_: Hashable = None) -> None: ...
+
 
 __all__ = ["AdapterStats", "EngineAdapter", "EngineRefused", "default_node_name", "within"]
 

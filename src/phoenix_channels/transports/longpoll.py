@@ -36,17 +36,17 @@ import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from ..errors import EncodeError, PhoenixChannelsError
+from .. import token
+from .._asgi_types import ASGIReceive, ASGISend, Scope
+from ..errors import ConfigurationError, EncodeError, PhoenixChannelsError
+from ..handshake import Refused, SocketClass, check_origin, parse_params, split_host
+from ..handshake import TransportHost as Endpoint
 from ..protocol import V1, V2, Broadcast, Ref
-from .base import FrameEncoder
-
-if TYPE_CHECKING:
-    from ..endpoint import ASGIReceive, ASGISend, Endpoint, Scope, SocketClass
-    from .base import SocketHandler
+from .base import FrameEncoder, SocketHandler
 
 __all__ = ["LongPoll", "LongPollSession", "serve_longpoll"]
 
@@ -85,8 +85,6 @@ class LongPoll:
     max_body: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigurationError
-
         if self.window <= 0 or self.pubsub_timeout <= 0 or self.max_age <= 0:
             raise ConfigurationError("LongPoll window, pubsub_timeout and max_age must be > 0")
         if self.max_outbox < 1 or self.max_body < 1024:
@@ -179,8 +177,7 @@ class LongPollSession:
         if self.closed:
             return
         self.closed = True
-        self.endpoint.connections.discard(self)
-        self.endpoint.longpoll_sessions.pop(self.id, None)
+        self.endpoint.registry.session_closed(self)
         self.endpoint.pubsub.unsubscribe(self.topic, self._on_command)
         sock, self.socket = self.socket, None
         if sock is not None:
@@ -380,8 +377,6 @@ class _Remote:
 
 
 def _session_token(endpoint: Endpoint, session: LongPollSession, options: LongPoll) -> str:
-    from .. import token
-
     return token.sign(
         endpoint,
         _SALT,
@@ -391,8 +386,6 @@ def _session_token(endpoint: Endpoint, session: LongPollSession, options: LongPo
 
 
 def _read_token(endpoint: Endpoint, value: str | None, options: LongPoll) -> dict[str, Any] | None:
-    from .. import token
-
     if not value:
         return None
     try:
@@ -490,8 +483,6 @@ async def serve_longpoll(
     send: ASGISend,
 ) -> None:
     """Answer one long-poll HTTP request (an ASGI ``http`` scope)."""
-    from ..endpoint import Refused, parse_params
-
     method = scope["method"]
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])
     named = dict(headers)
@@ -516,15 +507,10 @@ async def serve_longpoll(
     params = parse_params(query) if query else {}
     origin = named.get(b"origin")
     if origin is not None:
-        host_header = named.get(b"host", b"").decode("latin-1")
-        host, _, port = host_header.partition(":")
-        if not endpoint.origin_policy.allows(
-            origin.decode("latin-1"),
-            scope.get("scheme", "http"),
-            host,
-            int(port) if port.isdigit() else None,
+        host, port = split_host(named.get(b"host", b"").decode("latin-1"))
+        if not check_origin(
+            endpoint.origin_policy, origin, scope.get("scheme", "http"), host, port, scope["path"]
         ):
-            log.error("refused a long-poll request from origin %r", origin.decode("latin-1"))
             await _json(send, {"status": 403})
             return
     header_token = named.get(b"x-phoenix-longpoll-token")
@@ -533,7 +519,7 @@ async def serve_longpoll(
     session: LongPollSession | None = None
     remote: _Remote | None = None
     if found is not None:
-        session = endpoint.longpoll_sessions.get(found["s"])
+        session = endpoint.registry.session(found["s"])
         if session is None and found.get("e") != endpoint.instance_id:
             remote = _Remote(endpoint, found["t"], options)
 
@@ -601,8 +587,7 @@ async def serve_longpoll(
         return
     new = LongPollSession(endpoint, outcome.socket, options)
     new.token = _session_token(endpoint, new, options)
-    endpoint.longpoll_sessions[new.id] = new
-    endpoint.connections.add(new)
+    endpoint.registry.session_opened(new)
     endpoint.pubsub.subscribe(new.topic, new._on_command)
     await endpoint.pubsub.prepare(new.topic)  # reachable from other nodes before the client knows
     outcome.socket.attach(new)
