@@ -58,7 +58,16 @@ class Socket(Protocol):
     def _channel_stopped(self, channel: Channel, graceful: bool) -> None: ...
 
 
-__all__ = ["Channel", "ChannelReply", "SocketRef", "Stop", "is_graceful", "reply", "stop"]
+__all__ = [
+    "Channel",
+    "ChannelObserver",
+    "ChannelReply",
+    "SocketRef",
+    "Stop",
+    "is_graceful",
+    "reply",
+    "stop",
+]
 
 log = logging.getLogger("phoenix_channels.channel")
 
@@ -123,6 +132,21 @@ class SocketRef:
         )
 
 
+class ChannelObserver(Protocol):
+    """An internal seam: who watches how a channel's join and end go.
+
+    Set ``channel.observer`` before the join runs (a socket's
+    ``channel_factory`` does it); :mod:`phoenix_channels.testing` uses it to
+    report crashes. Called on the join and terminate paths only, never per message.
+    """
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None: ...
+
+    def terminating(self, channel: Channel, reason: Any) -> None: ...
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None: ...
+
+
 class Channel(Mailbox):
     """Subclass it and route topics to it from a :class:`~phoenix_channels.Socket`.
 
@@ -147,6 +171,7 @@ class Channel(Mailbox):
         "_timers",
         "_watchers",
         "join_ref",
+        "observer",
         "socket",
         "topic",
     )
@@ -171,6 +196,7 @@ class Channel(Mailbox):
         self.join_ref = join_ref
         self._assigns = assigns
         self._state = _JOINING
+        self.observer: ChannelObserver | None = None
         Mailbox.__init__(self)
         self._ref: Ref = None
         self._timers: set[asyncio.TimerHandle] | None = None
@@ -372,8 +398,10 @@ class Channel(Mailbox):
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s.join crashed on %r", type(self).__name__, msg.topic)
+            if self.observer is not None:
+                self.observer.join_crashed(self, exc)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
             return
@@ -412,10 +440,15 @@ class Channel(Mailbox):
             return
         self._state = _TERMINATING
         self._unsubscribe_all()
+        observer = self.observer
+        if observer is not None:
+            observer.terminating(self, reason)
         try:
             await self.terminate(reason)
-        except Exception:
+        except Exception as exc:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
+            if observer is not None:
+                observer.terminate_raised(self, exc)
         self._shutdown()
 
     def _shutdown(self) -> None:

@@ -41,10 +41,12 @@ __all__ = [
     "Accepted",
     "HandshakeHost",
     "HandshakeSocket",
+    "NotConnected",
     "Refused",
     "SocketClass",
     "TransportHost",
     "check_origin",
+    "connect_socket",
     "handshake",
     "parse_params",
     "split_host",
@@ -294,28 +296,16 @@ async def handshake(
         return Refused(403)
     sock = socket_cls(host, params, serializer)
     try:
-        accepted = await sock.connect(params, connect_info)
-    except Exception:
-        log.exception("%s.connect raised", name)
-        refused(path, f"{name}.connect raised")
-        return Refused(500)
-    if accepted is not True:
-        if accepted is not False:
-            log.warning(
-                "%s.connect returned %r; return True to accept, False to refuse", name, accepted
-            )
-        refused(path, f"{name}.connect returned {accepted!r}")
-        return Refused(403)
-    try:
-        sid = sock.id()
-    except Exception:
-        log.exception("%s.id raised", name)
-        refused(path, f"{name}.id raised")
-        return Refused(500)
-    if sid is not None and type(sid) is not str:
-        log.error("%s.id returned %r; it must return a str or None", name, sid)
-        refused(path, f"{name}.id returned a {type(sid).__name__}")
-        return Refused(403)
+        sid = await connect_socket(sock, name, params, connect_info)
+    except NotConnected as exc:
+        if exc.cause is not None:
+            log.error("%s", exc.detail, exc_info=exc.cause)
+        elif exc.stage == "id":
+            log.error("%s", exc.detail)
+        elif exc.value is not False:
+            log.warning("%s", exc.detail)
+        refused(path, exc.reason)
+        return Refused(exc.status)
     deflate = None
     if websocket:
         problem = _upgrade_problem(named)
@@ -329,6 +319,71 @@ async def handshake(
         await host.pubsub.prepare(sid)
     sock.bind(sid, registry.counted(address))  # counted from attach() to closed()
     return Accepted(sock, subprotocol, deflate)
+
+
+class NotConnected(Exception):
+    """``Socket.connect`` did not accept, or ``Socket.id`` gave no usable id.
+
+    ``reason`` names no value (it is logged at INFO for every refusal);
+    ``detail`` says what to change; ``value`` is what the callback returned,
+    ``cause`` what it raised; ``status`` the HTTP status the client gets.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        status: int,
+        reason: str,
+        detail: str,
+        value: Any = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.stage = stage
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.value = value
+        self.cause = cause
+
+
+async def connect_socket(
+    sock: HandshakeSocket, name: str, params: dict[str, Any], connect_info: dict[str, Any]
+) -> str | None:
+    """Run ``connect`` then ``id``, as every handshake does; the socket's id, or NotConnected.
+
+    The one connect path: :func:`handshake` and :class:`phoenix_channels.testing.ChannelTest`
+    both call it.
+    """
+    try:
+        accepted = await sock.connect(params, connect_info)
+    except Exception as exc:
+        raise NotConnected(
+            "connect", 500, f"{name}.connect raised", f"{name}.connect raised", cause=exc
+        ) from exc
+    if accepted is not True:
+        raise NotConnected(
+            "connect",
+            403,
+            f"{name}.connect returned {accepted!r}"
+            if type(accepted) is bool
+            else f"{name}.connect returned a {type(accepted).__name__}",
+            f"{name}.connect returned {accepted!r}; return True to accept, False to refuse",
+            accepted,
+        )
+    try:
+        sid = sock.id()
+    except Exception as exc:
+        raise NotConnected("id", 500, f"{name}.id raised", f"{name}.id raised", cause=exc) from exc
+    if sid is not None and type(sid) is not str:
+        raise NotConnected(
+            "id",
+            403,
+            f"{name}.id returned a {type(sid).__name__}",
+            f"{name}.id returned {sid!r}; it must return a str or None",
+            sid,
+        )
+    return sid
 
 
 def _upgrade_problem(named: dict[bytes, bytes]) -> str | None:

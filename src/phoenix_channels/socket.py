@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .interfaces import EndpointAPI
-from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
+from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Ref, Serializer, serializer_for
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ log = logging.getLogger("phoenix_channels.socket")
 
 ConnectInfo = dict[str, Any]
 Route = tuple[type[Channel], dict[str, Any] | None]
+ChannelFactory = Callable[["Socket", type[Channel], str, Ref, "dict[str, Any] | None"], Channel]
+"""Builds the channel for a join: ``(socket, channel_cls, topic, join_ref, assigns)``."""
 
 _UNMATCHED = {"reason": "unmatched topic"}
 _TOO_MANY = {"reason": "too many channels joined"}
@@ -82,6 +85,7 @@ class Socket:
         "_replaced",
         "_table",
         "assigns",
+        "channel_factory",
         "endpoint",
         "limited",
         "params",
@@ -136,6 +140,9 @@ class Socket:
         self._rate_start = 0.0
         self.limited = 0
         """Inbound messages refused by a limit (rate or depth), for monitoring."""
+        self.channel_factory: ChannelFactory | None = None
+        """An internal seam: builds each joined channel instead of ``channel_cls(...)``
+        (:mod:`phoenix_channels.testing` uses it to watch the channels it joins)."""
 
     @classmethod
     def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
@@ -271,7 +278,11 @@ class Socket:
             assigns = dict(self.assigns)
             if route_assigns:
                 assigns.update(route_assigns)
-        channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        factory = self.channel_factory
+        if factory is None:
+            channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        else:
+            channel = factory(self, channel_cls, msg.topic, msg.join_ref, assigns)
         self._table.add(msg.topic, msg.join_ref, channel)
         self._joining = channel
         channel._enqueue("join", msg)

@@ -51,6 +51,7 @@ import orjson
 
 from .channel import Channel, is_graceful
 from .errors import ConfigurationError, JoinError, UsageError
+from .handshake import NotConnected, connect_socket
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
@@ -197,27 +198,53 @@ class _Transport:
 
 
 class _Router:
-    """The socket's router, with instrumented channels and per-topic overrides."""
+    """The socket's routes plus the test's per-topic ``channel=`` overrides."""
 
-    __slots__ = ("_case", "_inner", "overrides")
+    __slots__ = ("_inner", "overrides")
 
-    def __init__(self, inner: Any, case: ChannelTest) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._case = case
         self.overrides: dict[str, type[Channel]] = {}
 
     def match(self, topic: str) -> Any:
         explicit = self.overrides.get(topic)
         if explicit is not None:
-            return self._case._factory(explicit), None
-        route = self._inner.match(topic)
-        if route is None:
-            return None
-        channel_cls, assigns = route
-        return self._case._factory(channel_cls), assigns
+            return explicit, None
+        return self._inner.match(topic)
 
     def __len__(self) -> int:
         return len(self._inner)
+
+
+class _Watch:
+    """A channel's observer (:class:`~phoenix_channels.channel.ChannelObserver`):
+    records how the channel ends (terminate's reason, a crash) and its join's error."""
+
+    __slots__ = ("_case", "_joined")
+
+    def __init__(self, case: ChannelTest, joined: TestChannel) -> None:
+        self._case = case
+        self._joined = joined
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None:
+        self._joined._crash = exc
+
+    def terminating(self, channel: Channel, reason: Any) -> None:
+        joined = self._joined
+        joined._terminated = True
+        joined._reason = reason
+        if isinstance(reason, BaseException):
+            joined._crash = reason
+        elif not is_graceful(reason):  # the client gets phx_error, as for a crash
+            joined._crash = RuntimeError(f"stopped with reason {reason!r}")
+        if joined._crash is not None:
+            self._case._crashes.append(joined)
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None:
+        joined = self._joined
+        if joined._crash is None:
+            joined._crash = exc
+            self._case._crashes.append(joined)
 
 
 def _event_matcher(
@@ -385,8 +412,9 @@ class TestSocket:
         self.socket = socket
         self.closed: tuple[int, str] | None = None
         self.transport = _Transport(case, self)
-        self._router = _Router(socket._table.router, case)
+        self._router = _Router(socket._table.router)
         socket._table.router = self._router  # type: ignore[assignment]
+        socket.channel_factory = case._build_channel
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -480,7 +508,6 @@ class ChannelTest:
         self._sockets: list[TestSocket] = []
         self._channels: list[TestChannel] = []
         self._joins: dict[str, TestChannel] = {}
-        self._factories: dict[type[Channel], Callable[..., Channel]] = {}
         self._crashes: list[TestChannel] = []
         self._subscriptions: set[str] = set()
         # One bound method, kept: PubSub skips the sender of broadcast_from by identity.
@@ -551,7 +578,7 @@ class ChannelTest:
         sock = socket_cls(self.endpoint, {}, V2)
         if assigns:
             sock.assigns.update(assigns)
-        sock._id = id
+        sock.bind(id, None)
         return self._attach(sock)
 
     async def connect(
@@ -575,15 +602,20 @@ class ChannelTest:
         info = dict(_CONNECT_INFO_KEYS)
         info.update(connect_info or {})
         sock = socket_cls(self.endpoint, wire_params, V2)
-        accepted = await sock.connect(wire_params, info)
-        if accepted is not True:
-            raise ConnectRefused(
-                f"{socket_cls.__name__}.connect returned {accepted!r} for params {wire_params!r}"
-            )
-        sid = sock.id()
-        if sid is not None and type(sid) is not str:
-            raise UsageError(f"{socket_cls.__name__}.id returned {sid!r}; it must return a str")
-        sock._id = sid
+        try:  # the handshake's own connect path
+            sid = await connect_socket(sock, socket_cls.__name__, wire_params, info)
+        except NotConnected as exc:
+            if exc.cause is not None:
+                raise exc.cause from None
+            if exc.stage == "connect":
+                raise ConnectRefused(
+                    f"{socket_cls.__name__}.connect returned {exc.value!r} "
+                    f"for params {wire_params!r}"
+                ) from None
+            raise UsageError(
+                f"{socket_cls.__name__}.id returned {exc.value!r}; it must return a str"
+            ) from None
+        sock.bind(sid, None)
         return self._attach(sock)
 
     def _attach(self, sock: Socket) -> TestSocket:
@@ -818,60 +850,28 @@ class ChannelTest:
         head += ", the last 20 shown):" if more else "):"
         return head + "\n  " + "\n  ".join(lines)
 
-    def _factory(self, channel_cls: type[Channel]) -> Callable[..., Channel]:
-        known = self._factories.get(channel_cls)
-        if known is not None:
-            return known
-
-        def factory(sock: Socket, topic: str, join_ref: Any, assigns: Any) -> Channel:
-            channel = channel_cls(sock, topic, join_ref, assigns)
-            self._instrument(sock, channel)
-            return channel
-
-        self._factories[channel_cls] = factory
-        return factory
-
-    def _instrument(self, sock: Socket, channel: Channel) -> None:
-        """Record how the channel ends (terminate's reason, a crash) and its join's error."""
+    def _build_channel(
+        self,
+        sock: Socket,
+        channel_cls: type[Channel],
+        topic: str,
+        join_ref: Any,
+        assigns: dict[str, Any] | None,
+    ) -> Channel:
+        """Each test socket's ``channel_factory``: build the channel, and watch it."""
+        channel = channel_cls(sock, topic, join_ref, assigns)
         owner = next(s for s in self._sockets if s.socket is sock)
         joined = TestChannel(self, owner, channel)
         self._channels.append(joined)
         self._joins[str(channel.join_ref)] = joined
-        user_join, user_terminate = channel.join, channel.terminate
-
-        async def join(topic: str, payload: Any) -> Any:
-            try:
-                return await user_join(topic, payload)
-            except JoinError:
-                raise
-            except Exception as exc:
-                joined._crash = exc
-                raise
-
-        async def terminate(reason: Any) -> None:
-            joined._terminated = True
-            joined._reason = reason
-            if isinstance(reason, BaseException):
-                joined._crash = reason
-            elif not is_graceful(reason):  # the client gets phx_error, as for a crash
-                joined._crash = RuntimeError(f"stopped with reason {reason!r}")
-            if joined._crash is not None:
-                self._crashes.append(joined)
-            try:
-                await user_terminate(reason)
-            except Exception as exc:
-                if joined._crash is None:
-                    joined._crash = exc
-                    self._crashes.append(joined)
-                raise
+        channel.observer = _Watch(self, joined)
 
         def ended(_channel: Channel) -> None:
             joined._ended.set()
             self._wake()
 
-        vars(channel)["join"] = join
-        vars(channel)["terminate"] = terminate
         channel.on_stop(ended)
+        return channel
 
     def _acknowledge(self, joined: TestChannel) -> None:
         if joined in self._crashes:
