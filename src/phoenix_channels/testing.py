@@ -50,7 +50,8 @@ from unittest.mock import ANY
 import orjson
 
 from .channel import Channel, is_graceful
-from .errors import ConfigurationError, JoinError, UsageError
+from .client.codec import V2_CODEC
+from .errors import ConfigurationError, EncodeError, JoinError, UsageError
 from .handshake import NotConnected, connect_socket
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
@@ -106,16 +107,12 @@ def _wire(value: Any, what: str) -> Any:
 
 
 def _client_frame(join_ref: str, ref: str, topic: str, event: str, payload: Any) -> bytes:
-    """What a V2 client sends: a JSON array, or a binary push frame for bytes."""
-    if type(payload) is bytes:
-        fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode()]
-        if max(map(len, fields)) > 255:
-            raise UsageError("binary pushes allow at most 255 bytes of topic, event and refs")
-        return bytes((0, *map(len, fields))) + b"".join(fields) + payload
+    """What a V2 client sends (a JSON array, or a binary push for bytes): the client's codec."""
     try:
-        return orjson.dumps([join_ref, ref, topic, event, payload])
-    except TypeError as exc:
+        prepared = V2_CODEC.prepare(topic, event, payload)
+    except EncodeError as exc:
         raise UsageError(f"a payload must be JSON-serializable (or bytes): {exc}") from None
+    return V2_CODEC.encode(join_ref, ref, topic, event, prepared)[0]
 
 
 class _Values:
