@@ -44,21 +44,19 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from unittest.mock import ANY
 
 import orjson
 
 from .channel import Channel, is_graceful
 from .client.codec import V2_CODEC
+from .endpoint import Endpoint
 from .errors import ConfigurationError, EncodeError, JoinError, UsageError
 from .handshake import NotConnected, connect_socket
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
 
 __all__ = [
     "ANY",
@@ -890,8 +888,6 @@ def _call(kind: str, *args: Any, verb: str = "assert") -> str:
 
 
 def _check_endpoint(value: Any) -> Endpoint:
-    from .endpoint import Endpoint
-
     if not isinstance(value, Endpoint):
         raise ConfigurationError(
             f"phoenix_endpoint must return a phoenix_channels.Endpoint, got {value!r}"

@@ -44,7 +44,7 @@ from ..errors import ConfigurationError, UsageError
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
 if TYPE_CHECKING:
-    from ..endpoint import Endpoint
+    from ..interfaces import EndpointAPI as Endpoint
 
 __all__ = ["Presence", "group"]
 
