@@ -46,9 +46,10 @@ __all__ = [
     "SocketClass",
     "TransportHost",
     "check_origin",
-    "connect_socket",
+    "connected",
     "handshake",
     "parse_params",
+    "socket_id",
     "split_host",
 ]
 
@@ -296,7 +297,14 @@ async def handshake(
         return Refused(403)
     sock = socket_cls(host, params, serializer)
     try:
-        sid = await connect_socket(sock, name, params, connect_info)
+        try:
+            accepted = await sock.connect(params, connect_info)
+        except Exception as exc:
+            raise NotConnected(
+                "connect", 500, f"{name}.connect raised", f"{name}.connect raised", cause=exc
+            ) from exc
+        connected(name, accepted)
+        sid = socket_id(sock, name)
     except NotConnected as exc:
         if exc.cause is not None:
             log.error("%s", exc.detail, exc_info=exc.cause)
@@ -347,20 +355,13 @@ class NotConnected(Exception):
         self.cause = cause
 
 
-async def connect_socket(
-    sock: HandshakeSocket, name: str, params: dict[str, Any], connect_info: dict[str, Any]
-) -> str | None:
-    """Run ``connect`` then ``id``, as every handshake does; the socket's id, or NotConnected.
+def connected(name: str, accepted: object) -> None:
+    """Check what ``Socket.connect`` returned: True accepts, anything else is NotConnected.
 
-    The one connect path: :func:`handshake` and :class:`phoenix_channels.testing.ChannelTest`
-    both call it.
+    With :func:`socket_id`, the one connect path: :func:`handshake` and
+    :class:`phoenix_channels.testing.ChannelTest` both use them (synchronous,
+    so the handshake awaits ``connect`` itself and creates no extra coroutine).
     """
-    try:
-        accepted = await sock.connect(params, connect_info)
-    except Exception as exc:
-        raise NotConnected(
-            "connect", 500, f"{name}.connect raised", f"{name}.connect raised", cause=exc
-        ) from exc
     if accepted is not True:
         raise NotConnected(
             "connect",
@@ -371,6 +372,10 @@ async def connect_socket(
             f"{name}.connect returned {accepted!r}; return True to accept, False to refuse",
             accepted,
         )
+
+
+def socket_id(sock: HandshakeSocket, name: str) -> str | None:
+    """``sock.id()``, checked: a str or None, else NotConnected (also if it raises)."""
     try:
         sid = sock.id()
     except Exception as exc:

@@ -53,7 +53,7 @@ from .channel import Channel, is_graceful
 from .client.codec import V2_CODEC
 from .endpoint import Endpoint
 from .errors import ConfigurationError, EncodeError, JoinError, UsageError
-from .handshake import NotConnected, connect_socket
+from .handshake import NotConnected, connected, socket_id
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
@@ -597,8 +597,10 @@ class ChannelTest:
         info = dict(_CONNECT_INFO_KEYS)
         info.update(connect_info or {})
         sock = socket_cls(self.endpoint, wire_params, V2)
-        try:  # the handshake's own connect path
-            sid = await connect_socket(sock, socket_cls.__name__, wire_params, info)
+        accepted = await sock.connect(wire_params, info)
+        try:  # the handshake's own checks of what connect and id returned
+            connected(socket_cls.__name__, accepted)
+            sid = socket_id(sock, socket_cls.__name__)
         except NotConnected as exc:
             if exc.cause is not None:
                 raise exc.cause from None
