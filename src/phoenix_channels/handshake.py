@@ -65,7 +65,7 @@ class HandshakeSocket(SocketHandler, Protocol):
 
     def id(self) -> str | None: ...
 
-    def bind(self, sid: str | None, address: str | None) -> None: ...
+    def handshake_done(self, sid: str | None, address: str | None) -> None: ...
 
 
 class SocketClass(Protocol):
@@ -325,7 +325,7 @@ async def handshake(
             deflate = negotiate_deflate(offer.decode("latin-1") if offer else None)
     if sid is not None:  # a disconnect broadcast from any node must reach this socket
         await host.pubsub.prepare(sid)
-    sock.bind(sid, registry.counted(address))  # counted from attach() to closed()
+    sock.handshake_done(sid, registry.counted(address))  # counted from attach() to closed()
     return Accepted(sock, subprotocol, deflate)
 
 

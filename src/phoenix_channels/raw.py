@@ -126,8 +126,8 @@ class RawSocket(Mailbox):
 
     # -- the transport's side --------------------------------------------------------------
 
-    def bind(self, sid: str | None, address: str | None) -> None:
-        """See :meth:`phoenix_channels.Socket.bind`."""
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
+        """See :meth:`phoenix_channels.Socket.handshake_done`."""
         self._id = sid
         self._client = address
 

@@ -161,7 +161,7 @@ class Socket:
 
     # -- the transport's side ------------------------------------------------------
 
-    def bind(self, sid: str | None, address: str | None) -> None:
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
         """Called by the handshake once ``connect`` accepted: this socket's id, and the
         peer address the registry counts it under (None when nothing is counted)."""
         self._id = sid

@@ -573,7 +573,7 @@ class ChannelTest:
         sock = socket_cls(self.endpoint, {}, V2)
         if assigns:
             sock.assigns.update(assigns)
-        sock.bind(id, None)
+        sock.handshake_done(id, None)
         return self._attach(sock)
 
     async def connect(
@@ -612,7 +612,7 @@ class ChannelTest:
             raise UsageError(
                 f"{socket_cls.__name__}.id returned {exc.value!r}; it must return a str"
             ) from None
-        sock.bind(sid, None)
+        sock.handshake_done(sid, None)
         return self._attach(sock)
 
     def _attach(self, sock: Socket) -> TestSocket:
