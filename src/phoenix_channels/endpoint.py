@@ -11,9 +11,12 @@ URL it is given). Two ways to run it:
   (:mod:`phoenix_channels.transports.websocket`), which parses frames
   itself, holds no task for an idle connection and writes ready frames.
 
-Every transport goes through :meth:`Endpoint.handshake`, which applies the
-checks in Phoenix's order (method, origin, auth token, sub-protocol,
-serializer, ``connect``, ``id``, upgrade headers) and says accept or refuse.
+Every transport goes through :meth:`Endpoint.handshake`, which runs
+:mod:`phoenix_channels.handshake` (the checks in Phoenix's order: method,
+origin, auth token, sub-protocol, serializer, ``connect``, ``id``, upgrade
+headers) and says accept or refuse. Open connections are kept by
+``endpoint.registry`` (:mod:`phoenix_channels.registry`), which the
+transports and sockets report to.
 Requests for other paths go to ``app`` when one is given, else get a 404.
 """
 
