@@ -78,8 +78,8 @@ def test_counts_are_kept_only_under_a_limit() -> None:
     address = limited.counted("10.0.0.1")
     for _ in range(2):
         assert not limited.full(address)
-        limited.socket_opened(None, address, print)
+        limited.socket_opened(None, address, None)
     assert limited.full(address) and not limited.full("10.0.0.2")
-    limited.socket_closed(None, address, print)
-    limited.socket_closed(None, address, print)
+    limited.socket_closed(None, address, None)
+    limited.socket_closed(None, address, None)
     assert limited.addresses == {}

@@ -134,11 +134,17 @@ class RawSocket(Mailbox):
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        self.endpoint.registry.socket_opened(self._id, self._client, self._on_id_message)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
 
     def _unregister(self) -> None:
         address, self._client = self._client, None
-        self.endpoint.registry.socket_closed(self._id, address, self._on_id_message)
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:

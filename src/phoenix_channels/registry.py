@@ -86,19 +86,22 @@ class ConnectionRegistry:
         return limit is not None and address is not None and self.addresses.get(address, 0) >= limit
 
     def socket_opened(
-        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None]
+        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None] | None
     ) -> None:
-        """A socket went live: subscribe it to its id, count it against its address."""
-        if sid is not None:
+        """A socket went live: subscribe it to its id, count it against its address.
+
+        ``on_id_message`` receives what is broadcast to ``sid`` (None when ``sid`` is None).
+        """
+        if sid is not None and on_id_message is not None:
             self._pubsub.subscribe(sid, on_id_message)
         if address is not None:
             self.addresses[address] = self.addresses.get(address, 0) + 1
 
     def socket_closed(
-        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None]
+        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None] | None
     ) -> None:
         """The other half of :meth:`socket_opened`, with the same values, once."""
-        if sid is not None:
+        if sid is not None and on_id_message is not None:
             self._pubsub.unsubscribe(sid, on_id_message)
         if address is not None:
             left = self.addresses.get(address, 0) - 1

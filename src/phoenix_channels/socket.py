@@ -173,7 +173,10 @@ class Socket:
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        self.endpoint.registry.socket_opened(self._id, self._client, self._on_id_message)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
@@ -220,7 +223,10 @@ class Socket:
         self._closed = True
         self.transport = None
         address, self._client = self._client, None
-        self.endpoint.registry.socket_closed(self._id, address, self._on_id_message)
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):
