@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -56,3 +57,19 @@ def test_the_temporary_allow_list_holds_only_the_client_pair() -> None:
     assert {
         ("phoenix_channels.client.channel", "phoenix_channels.client.socket")
     } >= _checker().KNOWN_CYCLES_TEMPORARY
+
+
+def test_transports_import_the_package_at_the_top_of_their_files() -> None:
+    """No import of our own modules inside a function (they only dodged cycles)."""
+    deferred = []
+    for path in sorted((ROOT / "src" / "phoenix_channels" / "transports").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and (
+                    node.level or (node.module or "").startswith("phoenix_channels")
+                ):
+                    deferred.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert deferred == []
