@@ -25,17 +25,49 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
-from .errors import EncodeError, JoinError, NotJoinedError, UsageError
+from .errors import JoinError, NotJoinedError, UsageError
+from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
+from .protocol.checks import check_payload as check_payload  # its old home
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
-    from .socket import Socket
+    from .transports.base import FrameEncoder, Transport
 
-__all__ = ["Channel", "ChannelReply", "SocketRef", "Stop", "is_graceful", "reply", "stop"]
+
+class Socket(Protocol):
+    """The connection a channel runs on, as the channel sees it (a
+    :class:`phoenix_channels.Socket`; this module does not import it, the socket imports us)."""
+
+    endpoint: EndpointAPI
+    assigns: dict[str, Any]
+    params: dict[str, Any]
+    transport: Transport | None
+    _encoder: FrameEncoder
+
+    def id(self) -> str | None: ...
+
+    def close(self, code: int = ..., reason: str = ..., channel_reason: Any = ...) -> None: ...
+
+    def _send(self, item: Any) -> None: ...
+
+    def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool: ...
+
+    def _channel_stopped(self, channel: Channel, graceful: bool) -> None: ...
+
+
+__all__ = [
+    "Channel",
+    "ChannelObserver",
+    "ChannelReply",
+    "SocketRef",
+    "Stop",
+    "is_graceful",
+    "reply",
+    "stop",
+]
 
 log = logging.getLogger("phoenix_channels.channel")
 
@@ -100,6 +132,21 @@ class SocketRef:
         )
 
 
+class ChannelObserver(Protocol):
+    """An internal seam: who watches how a channel's join and end go.
+
+    Set ``channel.observer`` before the join runs (a socket's
+    ``channel_factory`` does it); :mod:`phoenix_channels.testing` uses it to
+    report crashes. Called on the join and terminate paths only, never per message.
+    """
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None: ...
+
+    def terminating(self, channel: Channel, reason: Any) -> None: ...
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None: ...
+
+
 class Channel(Mailbox):
     """Subclass it and route topics to it from a :class:`~phoenix_channels.Socket`.
 
@@ -124,6 +171,7 @@ class Channel(Mailbox):
         "_timers",
         "_watchers",
         "join_ref",
+        "observer",
         "socket",
         "topic",
     )
@@ -148,6 +196,7 @@ class Channel(Mailbox):
         self.join_ref = join_ref
         self._assigns = assigns
         self._state = _JOINING
+        self.observer: ChannelObserver | None = None
         Mailbox.__init__(self)
         self._ref: Ref = None
         self._timers: set[asyncio.TimerHandle] | None = None
@@ -185,7 +234,7 @@ class Channel(Mailbox):
     # -- the API for callbacks ------------------------------------------------
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> EndpointAPI:
         return self.socket.endpoint
 
     @property
@@ -349,8 +398,10 @@ class Channel(Mailbox):
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s.join crashed on %r", type(self).__name__, msg.topic)
+            if self.observer is not None:
+                self.observer.join_crashed(self, exc)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
             return
@@ -389,10 +440,15 @@ class Channel(Mailbox):
             return
         self._state = _TERMINATING
         self._unsubscribe_all()
+        observer = self.observer
+        if observer is not None:
+            observer.terminating(self, reason)
         try:
             await self.terminate(reason)
-        except Exception:
+        except Exception as exc:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
+            if observer is not None:
+                observer.terminate_raised(self, exc)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -439,11 +495,3 @@ class Channel(Mailbox):
     def __repr__(self) -> str:
         state = ("joining", "joined", "terminating", "stopped")[self._state]
         return f"<{type(self).__name__} {self.topic!r} join_ref={self.join_ref!r} {state}>"
-
-
-def check_payload(payload: Any) -> None:
-    """Broadcast payloads must be dicts (JSON) or bytes (binary frames)."""
-    if not isinstance(payload, dict | bytes):
-        raise EncodeError(
-            f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
-        )

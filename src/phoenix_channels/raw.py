@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._closed import ClosedFlag
 from ._mailbox import IN, INFO, TERMINATE, Mailbox
 from .errors import ConfigurationError
+from .interfaces import EndpointAPI
 from .protocol import RAW, Serializer
 from .protocol.close_codes import CloseCode
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import Transport
 
 __all__ = ["RawSocket"]
@@ -68,7 +68,9 @@ class RawSocket(Mailbox):
         """Raw sockets speak no Phoenix protocol: any ``vsn`` (or none) is fine."""
         return RAW
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         Mailbox.__init__(self)
         self.endpoint = endpoint
         self.params = params
@@ -76,7 +78,7 @@ class RawSocket(Mailbox):
         self.assigns: dict[str, Any] = {}
         self.transport: Transport | None = None
         self._id: str | None = None
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._state = _NEW
 
     # -- callbacks to override ---------------------------------------------------------
@@ -129,10 +131,25 @@ class RawSocket(Mailbox):
 
     # -- the transport's side --------------------------------------------------------------
 
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
+        """See :meth:`phoenix_channels.Socket.handshake_done`."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        self.endpoint._socket_opened(self)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
+
+    def _unregister(self) -> None:
+        address, self._client = self._client, None
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
@@ -148,7 +165,7 @@ class RawSocket(Mailbox):
             return
         self._state = _TERMINATING  # only the terminate message is taken from now on
         self.transport = None
-        self.endpoint._socket_closed(self)
+        self._unregister()
         if self._mailbox:
             self._mailbox.clear()
         self._enqueue(TERMINATE, reason)
@@ -176,7 +193,7 @@ class RawSocket(Mailbox):
         if self._state == _OPEN:
             self._state = _TERMINATING
             self.transport = None
-            self.endpoint._socket_closed(self)
+            self._unregister()
             if transport is not None:
                 transport.close(CloseCode.INTERNAL_ERROR, "internal error")
             await self._terminate(exc)

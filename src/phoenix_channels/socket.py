@@ -12,19 +12,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._closed import ClosedFlag
 from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
-from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
+from .interfaces import EndpointAPI
+from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Ref, Serializer, serializer_for
 from .protocol.close_codes import CloseCode
 from .protocol.router import Router
 from .protocol.topic_table import Action, Entry, EntryState, TopicTable
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import FrameEncoder, Transport
     from .transports.longpoll import LongPoll
 
@@ -34,6 +35,8 @@ log = logging.getLogger("phoenix_channels.socket")
 
 ConnectInfo = dict[str, Any]
 Route = tuple[type[Channel], dict[str, Any] | None]
+ChannelFactory = Callable[["Socket", type[Channel], str, Ref, "dict[str, Any] | None"], Channel]
+"""Builds the channel for a join: ``(socket, channel_cls, topic, join_ref, assigns)``."""
 
 _UNMATCHED = {"reason": "unmatched topic"}
 _TOO_MANY = {"reason": "too many channels joined"}
@@ -86,6 +89,7 @@ class Socket:
         "_replaced",
         "_table",
         "assigns",
+        "channel_factory",
         "endpoint",
         "limited",
         "params",
@@ -120,7 +124,9 @@ class Socket:
                 "no limit"
             )
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         self.endpoint = endpoint
         self.params = params
         self.serializer = serializer
@@ -133,11 +139,14 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._rate_count = 0
         self._rate_start = 0.0
         self.limited = 0
         """Inbound messages refused by a limit (rate or depth), for monitoring."""
+        self.channel_factory: ChannelFactory | None = None
+        """An internal seam: builds each joined channel instead of ``channel_cls(...)``
+        (:mod:`phoenix_channels.testing` uses it to watch the channels it joins)."""
 
     @classmethod
     def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
@@ -156,13 +165,22 @@ class Socket:
 
     # -- the transport's side ------------------------------------------------------
 
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
+        """Called by the handshake once ``connect`` accepted: this socket's id, and the
+        peer address the registry counts it under (None when nothing is counted)."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         """Start serving: called by the transport once the connection is accepted."""
         self.transport = transport
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        self.endpoint._socket_opened(self)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
@@ -213,7 +231,11 @@ class Socket:
             return
         self._closed = True
         self.transport = None
-        self.endpoint._socket_closed(self)
+        address, self._client = self._client, None
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):
@@ -274,7 +296,11 @@ class Socket:
             assigns = dict(self.assigns)
             if route_assigns:
                 assigns.update(route_assigns)
-        channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        factory = self.channel_factory
+        if factory is None:
+            channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        else:
+            channel = factory(self, channel_cls, msg.topic, msg.join_ref, assigns)
         self._table.add(msg.topic, msg.join_ref, channel)
         self._joining = channel
         channel._enqueue(JOIN, msg)

@@ -44,19 +44,19 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from unittest.mock import ANY
 
 import orjson
 
 from .channel import Channel, is_graceful
-from .errors import ConfigurationError, JoinError, UsageError
+from .client.codec import V2_CODEC
+from .endpoint import Endpoint
+from .errors import ConfigurationError, EncodeError, JoinError, UsageError
+from .handshake import NotConnected, connected, socket_id
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
 
 __all__ = [
     "ANY",
@@ -105,16 +105,12 @@ def _wire(value: Any, what: str) -> Any:
 
 
 def _client_frame(join_ref: str, ref: str, topic: str, event: str, payload: Any) -> bytes:
-    """What a V2 client sends: a JSON array, or a binary push frame for bytes."""
-    if type(payload) is bytes:
-        fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode()]
-        if max(map(len, fields)) > 255:
-            raise UsageError("binary pushes allow at most 255 bytes of topic, event and refs")
-        return bytes((0, *map(len, fields))) + b"".join(fields) + payload
+    """What a V2 client sends (a JSON array, or a binary push for bytes): the client's codec."""
     try:
-        return orjson.dumps([join_ref, ref, topic, event, payload])
-    except TypeError as exc:
+        prepared = V2_CODEC.prepare(topic, event, payload)
+    except EncodeError as exc:
         raise UsageError(f"a payload must be JSON-serializable (or bytes): {exc}") from None
+    return V2_CODEC.encode(join_ref, ref, topic, event, prepared)[0]
 
 
 class _Values:
@@ -197,27 +193,53 @@ class _Transport:
 
 
 class _Router:
-    """The socket's router, with instrumented channels and per-topic overrides."""
+    """The socket's routes plus the test's per-topic ``channel=`` overrides."""
 
-    __slots__ = ("_case", "_inner", "overrides")
+    __slots__ = ("_inner", "overrides")
 
-    def __init__(self, inner: Any, case: ChannelTest) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._case = case
         self.overrides: dict[str, type[Channel]] = {}
 
     def match(self, topic: str) -> Any:
         explicit = self.overrides.get(topic)
         if explicit is not None:
-            return self._case._factory(explicit), None
-        route = self._inner.match(topic)
-        if route is None:
-            return None
-        channel_cls, assigns = route
-        return self._case._factory(channel_cls), assigns
+            return explicit, None
+        return self._inner.match(topic)
 
     def __len__(self) -> int:
         return len(self._inner)
+
+
+class _Watch:
+    """A channel's observer (:class:`~phoenix_channels.channel.ChannelObserver`):
+    records how the channel ends (terminate's reason, a crash) and its join's error."""
+
+    __slots__ = ("_case", "_joined")
+
+    def __init__(self, case: ChannelTest, joined: TestChannel) -> None:
+        self._case = case
+        self._joined = joined
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None:
+        self._joined._crash = exc
+
+    def terminating(self, channel: Channel, reason: Any) -> None:
+        joined = self._joined
+        joined._terminated = True
+        joined._reason = reason
+        if isinstance(reason, BaseException):
+            joined._crash = reason
+        elif not is_graceful(reason):  # the client gets phx_error, as for a crash
+            joined._crash = RuntimeError(f"stopped with reason {reason!r}")
+        if joined._crash is not None:
+            self._case._crashes.append(joined)
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None:
+        joined = self._joined
+        if joined._crash is None:
+            joined._crash = exc
+            self._case._crashes.append(joined)
 
 
 def _event_matcher(
@@ -385,8 +407,9 @@ class TestSocket:
         self.socket = socket
         self.closed: tuple[int, str] | None = None
         self.transport = _Transport(case, self)
-        self._router = _Router(socket._table.router, case)
+        self._router = _Router(socket._table.router)
         socket._table.router = self._router  # type: ignore[assignment]
+        socket.channel_factory = case._build_channel
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -480,7 +503,6 @@ class ChannelTest:
         self._sockets: list[TestSocket] = []
         self._channels: list[TestChannel] = []
         self._joins: dict[str, TestChannel] = {}
-        self._factories: dict[type[Channel], Callable[..., Channel]] = {}
         self._crashes: list[TestChannel] = []
         self._subscriptions: set[str] = set()
         # One bound method, kept: PubSub skips the sender of broadcast_from by identity.
@@ -551,7 +573,7 @@ class ChannelTest:
         sock = socket_cls(self.endpoint, {}, V2)
         if assigns:
             sock.assigns.update(assigns)
-        sock._id = id
+        sock.handshake_done(id, None)
         return self._attach(sock)
 
     async def connect(
@@ -576,14 +598,21 @@ class ChannelTest:
         info.update(connect_info or {})
         sock = socket_cls(self.endpoint, wire_params, V2)
         accepted = await sock.connect(wire_params, info)
-        if accepted is not True:
-            raise ConnectRefused(
-                f"{socket_cls.__name__}.connect returned {accepted!r} for params {wire_params!r}"
-            )
-        sid = sock.id()
-        if sid is not None and type(sid) is not str:
-            raise UsageError(f"{socket_cls.__name__}.id returned {sid!r}; it must return a str")
-        sock._id = sid
+        try:  # the handshake's own checks of what connect and id returned
+            connected(socket_cls.__name__, accepted)
+            sid = socket_id(sock, socket_cls.__name__)
+        except NotConnected as exc:
+            if exc.cause is not None:
+                raise exc.cause from None
+            if exc.stage == "connect":
+                raise ConnectRefused(
+                    f"{socket_cls.__name__}.connect returned {exc.value!r} "
+                    f"for params {wire_params!r}"
+                ) from None
+            raise UsageError(
+                f"{socket_cls.__name__}.id returned {exc.value!r}; it must return a str"
+            ) from None
+        sock.handshake_done(sid, None)
         return self._attach(sock)
 
     def _attach(self, sock: Socket) -> TestSocket:
@@ -818,60 +847,28 @@ class ChannelTest:
         head += ", the last 20 shown):" if more else "):"
         return head + "\n  " + "\n  ".join(lines)
 
-    def _factory(self, channel_cls: type[Channel]) -> Callable[..., Channel]:
-        known = self._factories.get(channel_cls)
-        if known is not None:
-            return known
-
-        def factory(sock: Socket, topic: str, join_ref: Any, assigns: Any) -> Channel:
-            channel = channel_cls(sock, topic, join_ref, assigns)
-            self._instrument(sock, channel)
-            return channel
-
-        self._factories[channel_cls] = factory
-        return factory
-
-    def _instrument(self, sock: Socket, channel: Channel) -> None:
-        """Record how the channel ends (terminate's reason, a crash) and its join's error."""
+    def _build_channel(
+        self,
+        sock: Socket,
+        channel_cls: type[Channel],
+        topic: str,
+        join_ref: Any,
+        assigns: dict[str, Any] | None,
+    ) -> Channel:
+        """Each test socket's ``channel_factory``: build the channel, and watch it."""
+        channel = channel_cls(sock, topic, join_ref, assigns)
         owner = next(s for s in self._sockets if s.socket is sock)
         joined = TestChannel(self, owner, channel)
         self._channels.append(joined)
         self._joins[str(channel.join_ref)] = joined
-        user_join, user_terminate = channel.join, channel.terminate
-
-        async def join(topic: str, payload: Any) -> Any:
-            try:
-                return await user_join(topic, payload)
-            except JoinError:
-                raise
-            except Exception as exc:
-                joined._crash = exc
-                raise
-
-        async def terminate(reason: Any) -> None:
-            joined._terminated = True
-            joined._reason = reason
-            if isinstance(reason, BaseException):
-                joined._crash = reason
-            elif not is_graceful(reason):  # the client gets phx_error, as for a crash
-                joined._crash = RuntimeError(f"stopped with reason {reason!r}")
-            if joined._crash is not None:
-                self._crashes.append(joined)
-            try:
-                await user_terminate(reason)
-            except Exception as exc:
-                if joined._crash is None:
-                    joined._crash = exc
-                    self._crashes.append(joined)
-                raise
+        channel.observer = _Watch(self, joined)
 
         def ended(_channel: Channel) -> None:
             joined._ended.set()
             self._wake()
 
-        vars(channel)["join"] = join
-        vars(channel)["terminate"] = terminate
         channel.on_stop(ended)
+        return channel
 
     def _acknowledge(self, joined: TestChannel) -> None:
         if joined in self._crashes:
@@ -893,8 +890,6 @@ def _call(kind: str, *args: Any, verb: str = "assert") -> str:
 
 
 def _check_endpoint(value: Any) -> Endpoint:
-    from .endpoint import Endpoint
-
     if not isinstance(value, Endpoint):
         raise ConfigurationError(
             f"phoenix_endpoint must return a phoenix_channels.Endpoint, got {value!r}"

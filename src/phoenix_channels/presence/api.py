@@ -45,7 +45,7 @@ from .shard import TrackerArgs
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
 if TYPE_CHECKING:
-    from ..endpoint import Endpoint
+    from ..interfaces import EndpointAPI as Endpoint
 
 __all__ = ["Presence", "group"]
 

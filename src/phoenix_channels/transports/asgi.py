@@ -13,15 +13,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _eager
+from .._asgi_types import ASGIReceive, ASGISend, Scope
+from ..handshake import Refused, SocketClass, TransportHost
 from ..protocol import RAW, V1, V2, Serializer
 from ..protocol.close_codes import CloseCode
 from .base import FrameEncoder, SocketHandler
-
-if TYPE_CHECKING:
-    from ..endpoint import ASGIReceive, ASGISend, Endpoint, Scope, SocketClass
 
 __all__ = ["ASGIWebSocket", "serve_asgi_websocket"]
 
@@ -147,14 +146,12 @@ class ASGIWebSocket:
 
 
 async def serve_asgi_websocket(
-    endpoint: Endpoint,
+    endpoint: TransportHost,
     socket_cls: SocketClass,
     scope: Scope,
     receive: ASGIReceive,
     send: ASGISend,
 ) -> None:
-    from ..endpoint import Refused
-
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -187,7 +184,7 @@ async def serve_asgi_websocket(
         send, asgi_encoder(sock.serializer), sock.timeout, endpoint.max_outbound_buffer
     )
     transport.socket = sock
-    endpoint.connections.add(transport)
+    endpoint.registry.opened(transport)
     sock.attach(transport)
     max_size = endpoint.max_frame_size
     try:
@@ -205,7 +202,7 @@ async def serve_asgi_websocket(
             elif kind == "websocket.disconnect":
                 break
     finally:
-        endpoint.connections.discard(transport)
+        endpoint.registry.closed(transport)
         transport.socket = None
         sock.connection_lost("shutdown:closed")
         if transport._closing:  # our close message is on its way: let it go out

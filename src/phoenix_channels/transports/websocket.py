@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .. import _eager
 from ..errors import WebSocketError
+from ..handshake import Refused, TransportHost
 from ..protocol import V1, V2, Serializer
 from ..protocol.close_codes import CloseCode
 from .base import FrameEncoder, SocketHandler
@@ -54,9 +55,6 @@ from .rfc6455 import (
     http_response,
     parse_request,
 )
-
-if TYPE_CHECKING:
-    from ..endpoint import Endpoint
 
 __all__ = ["WebSocketProtocol", "frame_encoder", "front_protocol_for", "protocol_for"]
 
@@ -99,7 +97,7 @@ for _s in (V1, V2):
 class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on the fast path. Build classes with :func:`protocol_for`."""
 
-    endpoint: ClassVar[Endpoint]
+    endpoint: ClassVar[TransportHost]
     front: ClassVar[bool] = False  # True: the server's first protocol for every connection
     name = "websocket"
 
@@ -147,7 +145,7 @@ class WebSocketProtocol(asyncio.Protocol):
         # Until the handshake is done, the endpoint's sweeper closes the
         # connection if no complete request head arrives in time.
         self.timeout = _HEAD_TIMEOUT
-        self.endpoint.connections.add(self)
+        self.endpoint.registry.opened(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -184,7 +182,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport = None
         if self._close_timer is not None:
             self._close_timer.cancel()
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         sock, self._socket = self._socket, None
         if sock is not None:
             sock.connection_lost("shutdown:closed")
@@ -215,7 +213,7 @@ class WebSocketProtocol(asyncio.Protocol):
         transport.write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self._closing = True
         sock, self._socket = self._socket, None
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if sock is not None:
             sock.connection_lost("shutdown:closed")
         self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
@@ -247,7 +245,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if sock is not None:
             sock.close(CloseCode.GOING_AWAY, "idle timeout")
         elif self._parser is None and self._transport is not None:  # no request head in time
-            self.endpoint.connections.discard(self)
+            self.endpoint.registry.closed(self)
             self._transport.close()
 
     def drain(self) -> None:
@@ -317,8 +315,6 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
-        from ..endpoint import Refused
-
         try:
             outcome = await self.endpoint.handshake(
                 socket_cls,
@@ -355,7 +351,7 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def _refuse(self, status: int, body: bytes = b"") -> None:
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if self._transport is not None:
             self._transport.write(http_response(status, body))
             self._transport.close()
@@ -383,7 +379,7 @@ class WebSocketProtocol(asyncio.Protocol):
         assert transport is not None
         if server_state is not None:
             server_state.connections.discard(self)
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         protocol = protocol_cls(config=config, server_state=server_state, app_state=app_state)
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
@@ -401,20 +397,20 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.write(encode_frame(OP_CLOSE, close_payload(code)))
             self._closing = True
         sock, self._socket = self._socket, None
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if sock is not None:
             sock.connection_lost("shutdown:closed")
         transport.close()
 
 
-def protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+def protocol_for(endpoint: TransportHost) -> type[WebSocketProtocol]:
     """A :class:`WebSocketProtocol` class bound to ``endpoint``, for uvicorn's ``ws`` setting."""
     return type(
         "EndpointWebSocketProtocol", (WebSocketProtocol,), {"endpoint": endpoint, "__slots__": ()}
     )
 
 
-def front_protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+def front_protocol_for(endpoint: TransportHost) -> type[WebSocketProtocol]:
     """The same, as uvicorn's ``http`` setting: it sees every connection first."""
     return type(
         "EndpointFrontProtocol",

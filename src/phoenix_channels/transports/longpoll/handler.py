@@ -25,17 +25,18 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from ... import token
+from ..._asgi_types import ASGIReceive, ASGISend, Scope
 from ...errors import PhoenixChannelsError
+from ...handshake import Refused, SocketClass, check_origin, parse_params, split_host
+from ...handshake import TransportHost as Endpoint
 from .options import LongPoll
 from .relay import RemoteSession
 from .session import LongPollSession
-
-if TYPE_CHECKING:
-    from ...endpoint import ASGIReceive, ASGISend, Endpoint, Scope, SocketClass
 
 __all__ = ["serve_longpoll"]
 
@@ -53,8 +54,6 @@ _CORS_ONLY = [(b"access-control-allow-origin", b"*")]
 
 
 def _session_token(endpoint: Endpoint, session: LongPollSession, options: LongPoll) -> str:
-    from ... import token
-
     return token.sign(
         endpoint,
         _SALT,
@@ -64,8 +63,6 @@ def _session_token(endpoint: Endpoint, session: LongPollSession, options: LongPo
 
 
 def _read_token(endpoint: Endpoint, value: str | None, options: LongPoll) -> dict[str, Any] | None:
-    from ... import token
-
     if not value:
         return None
     try:
@@ -163,8 +160,6 @@ async def serve_longpoll(
     send: ASGISend,
 ) -> None:
     """Answer one long-poll HTTP request (an ASGI ``http`` scope)."""
-    from ...endpoint import parse_params
-
     method = scope["method"]
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])
     named = dict(headers)
@@ -178,15 +173,10 @@ async def serve_longpoll(
     params = parse_params(query) if query else {}
     origin = named.get(b"origin")
     if origin is not None:
-        host_header = named.get(b"host", b"").decode("latin-1")
-        host, _, port = host_header.partition(":")
-        if not endpoint.origin_policy.allows(
-            origin.decode("latin-1"),
-            scope.get("scheme", "http"),
-            host,
-            int(port) if port.isdigit() else None,
+        host, port = split_host(named.get(b"host", b"").decode("latin-1"))
+        if not check_origin(
+            endpoint.origin_policy, origin, scope.get("scheme", "http"), host, port, scope["path"]
         ):
-            log.error("refused a long-poll request from origin %r", origin.decode("latin-1"))
             await _json(send, {"status": 403})
             return
     header_token = named.get(b"x-phoenix-longpoll-token")
@@ -195,7 +185,7 @@ async def serve_longpoll(
     session: LongPollSession | None = None
     remote: RemoteSession | None = None
     if found is not None:
-        session = endpoint.longpoll_sessions.get(found["s"])
+        session = endpoint.registry.session(found["s"])
         if session is None and found.get("e") != endpoint.instance_id:
             remote = RemoteSession(endpoint.pubsub, found["t"], options.pubsub_timeout)
 
@@ -293,8 +283,6 @@ async def _open(
     send: ASGISend,
 ) -> None:
     """``GET`` without a live session: run the handshake, open a session, send its token."""
-    from ...endpoint import Refused
-
     named = dict(headers)
     if socket_cls.auth_token and b"x-phoenix-authtoken" in named:
         headers = [(k, v) for k, v in headers if k != b"sec-websocket-protocol"]
@@ -318,8 +306,7 @@ async def _open(
         return
     new = LongPollSession(endpoint, outcome.socket, options)
     new.token = _session_token(endpoint, new, options)
-    endpoint.longpoll_sessions[new.id] = new
-    endpoint.connections.add(new)
+    endpoint.registry.session_opened(new)
     endpoint.pubsub.subscribe(new.topic, new._on_command)
     await endpoint.pubsub.prepare(new.topic)  # reachable from other nodes before the client knows
     new.opened()

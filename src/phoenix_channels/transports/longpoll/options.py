@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ...errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ...endpoint import SocketClass
+    from ...handshake import SocketClass
 
 __all__ = ["LongPoll", "longpoll_options"]
 

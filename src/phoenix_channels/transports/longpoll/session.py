@@ -43,7 +43,7 @@ from .encoding import ENCODERS
 from .options import LongPoll
 
 if TYPE_CHECKING:
-    from ...endpoint import Endpoint
+    from ...handshake import TransportHost as Endpoint
     from ..base import SocketHandler
 
 __all__ = ["LongPollSession", "SessionState"]
@@ -133,8 +133,7 @@ class LongPollSession:
         """End the session; frames still waiting go to a poll in progress, if any."""
         if self._advance("close") is _CLOSED:
             return
-        self.endpoint.connections.discard(self)
-        self.endpoint.longpoll_sessions.pop(self.id, None)
+        self.endpoint.registry.session_closed(self)
         self.endpoint.pubsub.unsubscribe(self.topic, self._on_command)
         sock, self.socket = self.socket, None
         if sock is not None:
