@@ -18,10 +18,14 @@ hostile client from a bug in their own code::
     │   ├── EncodeError             a value that cannot go on the wire
     │   └── NotJoinedError          push/broadcast/socket_ref before the join finished
     ├── JoinError                   raised by ``Channel.join`` to refuse a join
+    ├── ConnectionRefused           ``Socket.connect`` said no (HTTP 403 on the wire)
     └── BroadcastError              the PubSub adapter could not publish
 
 ``JoinError`` is not a failure of the library: it is how a channel says "no"
-and carries the response the client receives.
+and carries the response the client receives. ``ConnectionRefused`` is the
+same for a socket: ``ChannelTest.connect`` raises it when ``connect`` refuses,
+and the client raises its subclass
+(:class:`phoenix_channels.client.ConnectionRefused`) when a server answers 403.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 __all__ = [
     "BroadcastError",
     "ConfigurationError",
+    "ConnectionRefused",
     "DecodeError",
     "EncodeError",
     "ExpiredToken",
@@ -114,6 +119,14 @@ class JoinError(PhoenixChannelsError):
     def __init__(self, response: Any = None) -> None:
         self.response: Any = {} if response is None else response
         super().__init__(f"join refused: {self.response!r}")
+
+
+class ConnectionRefused(PhoenixChannelsError):
+    """The server refused a connection: ``Socket.connect`` did not return True.
+
+    A real endpoint answers such a handshake with HTTP 403; ``ChannelTest.connect``
+    raises this; the client raises its subclass with the URL and HTTP status.
+    """
 
 
 class BroadcastError(PhoenixChannelsError):

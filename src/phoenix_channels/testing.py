@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 from unittest.mock import ANY
@@ -50,7 +51,7 @@ from unittest.mock import ANY
 import orjson
 
 from .channel import Channel, is_graceful
-from .errors import ConfigurationError, JoinError, UsageError
+from .errors import ConfigurationError, ConnectionRefused, JoinError, UsageError
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
@@ -64,7 +65,7 @@ __all__ = [
     "DEFAULT_REFUTE_TIMEOUT",
     "ChannelCrashed",
     "ChannelTest",
-    "ConnectRefused",
+    "ConnectionRefused",
     "TestChannel",
     "TestSocket",
 ]
@@ -83,8 +84,17 @@ Pattern = Any
 dicts and lists), :data:`ANY`, or a predicate ``lambda value: bool``."""
 
 
-class ConnectRefused(Exception):
-    """``Socket.connect`` refused the connection (the real endpoint answers 403)."""
+def __getattr__(name: str) -> Any:
+    # The old name of ConnectionRefused, kept working (same class) for a while.
+    if name == "ConnectRefused":
+        warnings.warn(
+            "phoenix_channels.testing.ConnectRefused is deprecated; use "
+            "phoenix_channels.errors.ConnectionRefused (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ConnectionRefused
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ChannelCrashed(AssertionError):
@@ -564,7 +574,7 @@ class ChannelTest:
 
         ``params`` go through JSON (string keys). ``connect_info`` starts with
         every key the real transports provide (empty) and takes yours on top.
-        Raises :class:`ConnectRefused` if ``connect`` does not return True.
+        Raises :class:`~phoenix_channels.errors.ConnectionRefused` if ``connect`` does not return True.
         """
         await self.start()
         if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket)):
@@ -577,7 +587,7 @@ class ChannelTest:
         sock = socket_cls(self.endpoint, wire_params, V2)
         accepted = await sock.connect(wire_params, info)
         if accepted is not True:
-            raise ConnectRefused(
+            raise ConnectionRefused(
                 f"{socket_cls.__name__}.connect returned {accepted!r} for params {wire_params!r}"
             )
         sid = sock.id()

@@ -29,7 +29,7 @@ from phoenix_channels.testing import (
     ANY,
     ChannelCrashed,
     ChannelTest,
-    ConnectRefused,
+    ConnectionRefused,
     TestChannel,
 )
 
@@ -324,7 +324,7 @@ async def test_f7_joins_of_unrouted_topics_and_explicit_channels(ct: ChannelTest
 
 
 async def test_f16_f17_connect(ct: ChannelTest) -> None:
-    with pytest.raises(ConnectRefused, match="returned False"):
+    with pytest.raises(ConnectionRefused, match="returned False"):
         await ct.connect(UserSocket, {"reject": True})
     sock = await ct.connect(UserSocket, {"user": 42, "tags": ("a", "b")},
                             {"user_agent": "pytest"})
