@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _contracts
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
@@ -130,6 +131,7 @@ class Channel(Mailbox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.CHANNEL_ASYNC, ())
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
@@ -320,16 +322,19 @@ class Channel(Mailbox):
             return
         if type(result) is ChannelReply:
             if callback != "handle_in":
-                raise UsageError(f"{callback} cannot reply (no client push to answer); use push")
+                raise UsageError(
+                    f"{type(self).__name__}.{callback} returned reply(...), but there is no "
+                    "client push to answer; use await self.push(...), and return stop(...) or None"
+                )
             self._reply(ref, result)
         elif type(result) is Stop:
             if result.reply is not None:
                 self._reply(ref, result.reply)
             await self._stop(result.reason)
         else:
+            allowed = "reply(...), stop(...)" if callback == "handle_in" else "stop(...)"
             raise UsageError(
-                f"{type(self).__name__}.{callback} returned {result!r}; "
-                "return reply(...), stop(...) or None"
+                f"{type(self).__name__}.{callback} returned {result!r}; return {allowed} or None"
             )
 
     def _reply(self, ref: Ref, value: ChannelReply) -> None:
@@ -341,7 +346,9 @@ class Channel(Mailbox):
     async def _join(self, msg: Message) -> None:
         sock = self.socket
         try:
-            response = await self.join(msg.topic, msg.payload)
+            response = _contracts.check_join_response(
+                type(self).__name__, await self.join(msg.topic, msg.payload)
+            )
         except JoinError as exc:
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
@@ -358,7 +365,7 @@ class Channel(Mailbox):
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
-        if not sock._join_done(self, msg, "ok", {} if response is None else response):
+        if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
 
     async def _stop(self, reason: Any) -> None:
@@ -390,7 +397,7 @@ class Channel(Mailbox):
         self._state = _TERMINATING
         self._unsubscribe_all()
         try:
-            await self.terminate(reason)
+            _contracts.check_terminate(type(self).__name__, await self.terminate(reason))  # type: ignore[func-returns-value]
         except Exception:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
         self._shutdown()

@@ -116,7 +116,14 @@ class JoinError(PhoenixChannelsError):
     ``{"status": "error", "response": {"reason": "unauthorized"}}``.
     """
 
-    def __init__(self, response: Any = None) -> None:
+    def __init__(self, response: dict[str, Any] | None = None) -> None:
+        got: object = response  # callers without a type checker pass anything
+        if got is not None and type(got) is not dict:
+            example = f"{{'reason': {got!r}}}" if type(got) is str else "{'reason': ...}"
+            raise UsageError(
+                f"JoinError takes a dict, the error reply the client receives; got "
+                f"{got!r:.80}: write JoinError({example})"
+            )
         self.response: Any = {} if response is None else response
         super().__init__(f"join refused: {self.response!r}")
 

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _contracts
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
@@ -91,6 +92,7 @@ class Socket:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.SOCKET_ASYNC, _contracts.SOCKET_SYNC)
         routes: list[tuple[str, Route]] = []
         for pattern, target in dict(cls.channels).items():
             channel, assigns = target if isinstance(target, tuple) else (target, None)

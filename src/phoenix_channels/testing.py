@@ -50,6 +50,7 @@ from unittest.mock import ANY
 
 import orjson
 
+from ._contracts import check_join_response, check_terminate
 from .channel import Channel, is_graceful
 from .errors import ConfigurationError, ConnectionRefused, JoinError, UsageError
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
@@ -574,7 +575,8 @@ class ChannelTest:
 
         ``params`` go through JSON (string keys). ``connect_info`` starts with
         every key the real transports provide (empty) and takes yours on top.
-        Raises :class:`~phoenix_channels.errors.ConnectionRefused` if ``connect`` does not return True.
+        Raises :class:`~phoenix_channels.errors.ConnectionRefused` if ``connect``
+        returns False (and UsageError if it returns anything but a bool).
         """
         await self.start()
         if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket)):
@@ -586,6 +588,11 @@ class ChannelTest:
         info.update(connect_info or {})
         sock = socket_cls(self.endpoint, wire_params, V2)
         accepted = await sock.connect(wire_params, info)
+        if accepted is not True and accepted is not False:
+            raise UsageError(
+                f"{socket_cls.__name__}.connect returned {accepted!r}; return True to accept, "
+                "False to refuse (a real endpoint answers 403 and logs it)"
+            )
         if accepted is not True:
             raise ConnectionRefused(
                 f"{socket_cls.__name__}.connect returned {accepted!r} for params {wire_params!r}"
@@ -851,7 +858,8 @@ class ChannelTest:
 
         async def join(topic: str, payload: Any) -> Any:
             try:
-                return await user_join(topic, payload)
+                # Checked here too, so that a wrong return is the join's crash cause.
+                return check_join_response(type(channel).__name__, await user_join(topic, payload))
             except JoinError:
                 raise
             except Exception as exc:
@@ -868,7 +876,7 @@ class ChannelTest:
             if joined._crash is not None:
                 self._crashes.append(joined)
             try:
-                await user_terminate(reason)
+                check_terminate(type(channel).__name__, await user_terminate(reason))  # type: ignore[func-returns-value]
             except Exception as exc:
                 if joined._crash is None:
                     joined._crash = exc
