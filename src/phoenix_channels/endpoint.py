@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from ._secret import missing_shared_secret
 from .channel import check_payload
 from .errors import ConfigurationError
 from .origin import CheckOrigin, OriginPolicy
@@ -245,6 +246,9 @@ class Endpoint:
         """Start PubSub and the idle sweeper (the ASGI lifespan does this for you)."""
         if self._started:
             return
+        problem = missing_shared_secret(self)
+        if problem:
+            raise ConfigurationError(problem)
         self._started = True
         await self.pubsub.start()
         for service in self._services:
