@@ -31,6 +31,7 @@ from . import _contracts
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
+from .protocol._json import check as check_json
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -449,8 +450,11 @@ class Channel(Mailbox):
 
 
 def check_payload(payload: Any) -> None:
-    """Broadcast payloads must be dicts (JSON) or bytes (binary frames)."""
-    if not isinstance(payload, dict | bytes):
+    """Broadcast payloads must be dicts of JSON values or bytes (see protocol/_json.py)."""
+    if type(payload) is bytes:
+        return
+    if not isinstance(payload, dict):
         raise EncodeError(
             f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
         )
+    check_json(payload)
