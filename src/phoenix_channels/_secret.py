@@ -5,7 +5,8 @@ Without a secret, each process makes a random one. That is fine on one node
 but in a cluster a token signed by one node is refused by every other one,
 which shows up as a 403 on some connections and not others. So a cluster
 adapter (Redis, NATS) or ``serve --workers N`` without an explicit secret is
-refused at start, with the fix.
+refused at start, with the fix. (An adapter of one's own is not judged: an
+in-memory hub for tests is one process.)
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def missing_shared_secret(endpoint: Endpoint, *, workers: int = 1) -> str | None
     """Why ``endpoint`` cannot start without a secret_key_base, or None when it can."""
     if not endpoint._generated_secret:
         return None
-    from .pubsub import LocalAdapter
+    from .pubsub._cluster import EngineAdapter
 
     if workers > 1:
         where = f"--workers {workers} runs {workers} processes"
-    elif not isinstance(endpoint.pubsub.adapter, LocalAdapter):
+    elif isinstance(endpoint.pubsub.adapter, EngineAdapter):  # Redis, NATS
         name = type(endpoint.pubsub.adapter).__name__
         where = f"this Endpoint is one node of a cluster ({name})"
     else:

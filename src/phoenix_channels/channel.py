@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _contracts
+from ._awaitable import DONE, Done, must_await
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
@@ -92,14 +93,18 @@ class SocketRef:
     def __init__(self, socket: Socket, topic: str, join_ref: Ref, ref: Ref) -> None:
         self.socket, self.topic, self.join_ref, self.ref = socket, topic, join_ref, ref
 
-    async def reply(self, status: str, response: Any = None) -> None:
-        """Send ``phx_reply`` for the original push; a no-op once the connection is gone."""
+    def reply(self, status: str, response: Any = None) -> Done:
+        """Send ``phx_reply`` for the original push; a no-op once the connection is gone.
+
+        Sent when called: ``await ref.reply(...)`` (the documented form) returns at once.
+        """
         value = reply(status, response)
         self.socket._send(
             self.socket._encoder.reply(
                 self.join_ref, self.ref, self.topic, value.status, value.response
             )
         )
+        return DONE
 
 
 class Channel(Mailbox):
@@ -210,17 +215,24 @@ class Channel(Mailbox):
         if self._state == _STOPPED:
             raise NotJoinedError(f"{what} on {self.topic!r}: the channel has stopped")
 
-    async def push(self, event: str, payload: Any) -> None:
-        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client."""
+    def push(self, event: str, payload: Any) -> Done:
+        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client.
+
+        Sent when called (a forgotten ``await`` loses nothing); ``await self.push(...)``,
+        the documented form, returns at once.
+        """
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        return DONE
 
+    @must_await
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this channel's topic, on every node, this one included."""
         self._check_joined("broadcast")
         await self.socket.endpoint.broadcast(self.topic, event, payload)
 
+    @must_await
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, but this channel's own client does not get it."""
         self._check_joined("broadcast_from")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from ._awaitable import must_await
 from ._secret import missing_shared_secret
 from .channel import check_payload
 from .errors import ConfigurationError
@@ -225,11 +226,13 @@ class Endpoint:
 
     # -- broadcasting -------------------------------------------------------------
 
+    @must_await
     async def broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of ``topic`` on every node."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload))
 
+    @must_await
     async def broadcast_from(self, from_: Hashable, topic: str, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
