@@ -168,3 +168,13 @@ def test_socket_connect_must_be_async_and_id_must_not_be() -> None:
         class AsyncId(Socket):
             async def id(self) -> str | None:  # type: ignore[override]
                 return "x"
+
+
+def test_raw_socket_callbacks_are_checked_too() -> None:
+    from phoenix_channels import RawSocket
+
+    with pytest.raises(UsageError, match=r"SyncRaw\.handle_in must be defined with `async def`"):
+
+        class SyncRaw(RawSocket):
+            def handle_in(self, data: bytes, binary: bool) -> None:  # type: ignore[override]
+                return None

@@ -17,6 +17,9 @@ callback             must be                      may return
 ``Socket.id``        plain ``def``                a str or None
 ===================  ===========================  ======================================
 
+``RawSocket``'s ``connect``, ``handle_in``, ``handle_info`` and ``terminate``
+must be ``async def`` too, and its ``id`` a plain ``def``.
+
 A callback defined with the wrong kind of ``def`` is refused when the class
 is defined; a wrong return value raises :class:`~phoenix_channels.errors.UsageError`
 where it happens (a join crashes and the client gets ``{"reason": "join crashed"}``).
@@ -34,6 +37,7 @@ __all__ = ["check_callbacks", "check_join_response", "check_terminate"]
 CHANNEL_ASYNC = ("join", "handle_in", "handle_out", "handle_info", "terminate")
 SOCKET_ASYNC = ("connect",)
 SOCKET_SYNC = ("id",)
+RAW_SOCKET_ASYNC = ("connect", "handle_in", "handle_info", "terminate")
 
 
 def check_callbacks(cls: type, async_names: tuple[str, ...], sync_names: tuple[str, ...]) -> None:

@@ -121,7 +121,8 @@ class Endpoint:
     * ``compress``: offer permessage-deflate (off).
     * ``secret_key_base``: the secret for tokens (:mod:`phoenix_channels.token`)
       and long-poll sessions; at least 20 bytes. Random per process if not
-      given, which is fine for one process but not for a cluster.
+      given: fine for one process (a restart invalidates its tokens and
+      long-poll sessions), refused at start with a Redis or NATS adapter.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
       with code 1013 (8 MiB).
