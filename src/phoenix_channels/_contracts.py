@@ -65,8 +65,12 @@ def _shape(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_join_response(owner: str, value: Any) -> Any:
-    """The reply payload of an accepted join: ``value`` if it is allowed, else UsageError."""
+def check_join_response(owner: str, value: Any, reply_type: type) -> Any:
+    """The reply payload of an accepted join: ``value`` if it is allowed, else UsageError.
+
+    ``reply_type`` is :class:`~phoenix_channels.channel.ChannelReply` (passed in: this
+    module imports nothing of the channel's).
+    """
     if value is None:
         return {}
     if type(value) is dict:
@@ -77,9 +81,7 @@ def check_join_response(owner: str, value: Any) -> Any:
                 "(from phoenix_channels.errors)"
             )
         return value
-    from .channel import ChannelReply
-
-    if type(value) is ChannelReply:
+    if type(value) is reply_type:
         hint = "reply(...) answers pushes in handle_in; return the reply dict itself"
     elif type(value) is tuple:
         hint = "callbacks return values, not Elixir tuples: return the reply dict"

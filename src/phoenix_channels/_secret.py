@@ -11,10 +11,7 @@ in-memory hub for tests is one process.)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
+from typing import Any
 
 __all__ = ["missing_shared_secret"]
 
@@ -25,8 +22,9 @@ _FIX = (
 )
 
 
-def missing_shared_secret(endpoint: Endpoint, *, workers: int = 1) -> str | None:
-    """Why ``endpoint`` cannot start without a secret_key_base, or None when it can."""
+def missing_shared_secret(endpoint: Any, *, workers: int = 1) -> str | None:
+    """Why ``endpoint`` (an Endpoint: not imported, it imports this module) cannot start
+    without a secret_key_base, or None when it can."""
     if not endpoint._generated_secret:
         return None
     from .pubsub._cluster import EngineAdapter

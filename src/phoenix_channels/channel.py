@@ -360,7 +360,7 @@ class Channel(Mailbox):
         sock = self.socket
         try:
             response = _contracts.check_join_response(
-                type(self).__name__, await self.join(msg.topic, msg.payload)
+                type(self).__name__, await self.join(msg.topic, msg.payload), ChannelReply
             )
         except JoinError as exc:
             self._state = _TERMINATING

@@ -51,7 +51,7 @@ from unittest.mock import ANY
 import orjson
 
 from ._contracts import check_join_response, check_terminate
-from .channel import Channel, is_graceful
+from .channel import Channel, ChannelReply, is_graceful
 from .errors import ConfigurationError, ConnectionRefused, JoinError, UsageError
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
@@ -925,7 +925,8 @@ class ChannelTest:
         async def join(topic: str, payload: Any) -> Any:
             try:
                 # Checked here too, so that a wrong return is the join's crash cause.
-                return check_join_response(type(channel).__name__, await user_join(topic, payload))
+                response = await user_join(topic, payload)
+                return check_join_response(type(channel).__name__, response, ChannelReply)
             except JoinError:
                 raise
             except Exception as exc:
