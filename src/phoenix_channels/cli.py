@@ -16,23 +16,21 @@ from typing import Any
 
 from ._secret import missing_shared_secret
 
-__all__ = ["CommandError", "load_endpoint", "main", "serve"]
+__all__ = ["CommandError", "import_attribute", "load_endpoint", "main", "serve"]
 
 
 class CommandError(Exception):
     """A mistake on the command line: printed as one line, exit status 2."""
 
 
-def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
-    """Import ``module:attribute`` (``module`` alone means ``module:endpoint``).
+def import_attribute(spec: str, app_dir: str | None = ".") -> tuple[str, Any]:
+    """``(spec with the attribute spelled out, value)`` for ``module:attribute``.
 
-    ``app_dir`` is put first on ``sys.path`` (as uvicorn's ``--app-dir``).
-    A module that cannot be found, a missing attribute or one that is not an
-    Endpoint raise :class:`CommandError` with one line that says so; an
-    error raised while the module itself imports propagates with its traceback.
+    ``module`` alone means ``module:endpoint``. ``app_dir`` is put first on
+    ``sys.path`` (uvicorn's ``--app-dir``). A module that cannot be found or a
+    missing attribute raise :class:`CommandError` with one line that says so;
+    an error raised while the module itself imports propagates with its traceback.
     """
-    from .endpoint import Endpoint
-
     module_name, _, attr = spec.partition(":")
     attr = attr or "endpoint"
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
@@ -55,16 +53,25 @@ def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
             "holds it, or give --app-dir)"
         ) from None
     try:
-        endpoint = getattr(module, attr)
+        value = getattr(module, attr)
     except AttributeError:
         raise CommandError(
             f"module {module_name!r} has no attribute {attr!r} (found in "
             f"{getattr(module, '__file__', module_name)}); name the Endpoint as "
             f"{module_name}:<attribute>"
         ) from None
+    return f"{module_name}:{attr}", value
+
+
+def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
+    """The :class:`~phoenix_channels.Endpoint` named by ``module:attribute`` (see
+    :func:`import_attribute`); :class:`CommandError` if it is something else."""
+    from .endpoint import Endpoint
+
+    name, endpoint = import_attribute(spec, app_dir)
     if not isinstance(endpoint, Endpoint):
         raise CommandError(
-            f"{module_name}:{attr} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint"
+            f"{name} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint"
         )
     return endpoint
 
