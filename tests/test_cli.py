@@ -33,12 +33,19 @@ import a_package_that_is_not_installed  # the app's own import fails
 """
 
 CLUSTER = """
+import os
+
 from phoenix_channels import Endpoint, PubSub, Socket
 
 class UserSocket(Socket):
     channels = {}
 
-endpoint = Endpoint(sockets={"/socket": UserSocket}, pubsub=PubSub.redis("redis://127.0.0.1:1/0"))
+pubsub = (
+    PubSub.nats("nats://127.0.0.1:1")
+    if os.environ.get("ENGINE") == "nats"
+    else PubSub.redis("redis://127.0.0.1:1/0")
+)
+endpoint = Endpoint(sockets={"/socket": UserSocket}, pubsub=pubsub)
 """
 
 
@@ -140,10 +147,17 @@ def test_help_shows_every_default(app_dir: Path) -> None:
 # -- a cluster needs a shared secret ------------------------------------------------------
 
 
-def test_a_cluster_endpoint_without_a_secret_is_refused_by_serve(app_dir: Path) -> None:
-    code, _, err = cli("clusterapp:endpoint", "--port", str(free_port()), cwd=app_dir)
+@pytest.mark.parametrize(
+    ("engine", "adapter"), [("redis", "RedisAdapter"), ("nats", "NatsAdapter")]
+)
+def test_a_cluster_endpoint_without_a_secret_is_refused_by_serve(
+    app_dir: Path, engine: str, adapter: str
+) -> None:
+    env = {**_env(), "ENGINE": engine}
+    code, _, err = cli("clusterapp:endpoint", "--port", str(free_port()), cwd=app_dir, env=env)
     assert code == 2
     line = one_line(err)
+    assert f"one node of a cluster ({adapter})" in line
     assert "no secret_key_base" in line
     assert "refused by the others with HTTP 403" in line
     assert 'secret_key_base=os.environ["SECRET_KEY_BASE"]' in line
