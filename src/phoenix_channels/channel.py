@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _contracts
 from ._awaitable import DONE, Done, must_await
-from ._mailbox import Mailbox
+from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
 from .protocol._json import check as check_json
@@ -247,7 +247,7 @@ class Channel(Mailbox):
 
     def send(self, message: Any) -> None:
         """Queue ``message`` for :meth:`handle_info`, after what is already queued."""
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Queue ``message`` for :meth:`handle_info` in ``delay`` seconds (cancellable)."""
@@ -257,7 +257,7 @@ class Channel(Mailbox):
 
         def fire() -> None:
             timers.discard(handle)
-            self._enqueue("info", message)
+            self._enqueue(INFO, message)
 
         handle = asyncio.get_running_loop().call_later(delay, fire)
         timers.add(handle)
@@ -265,7 +265,7 @@ class Channel(Mailbox):
 
     def stop(self, reason: Any = "normal") -> None:
         """Ask the channel to stop, after the messages already queued."""
-        self._enqueue("stop", reason)
+        self._enqueue(STOP, reason)
 
     def on_stop(self, callback: Callable[[Channel], None]) -> None:
         """Call ``callback(channel)`` once when this channel ends, however it ends.
@@ -295,16 +295,16 @@ class Channel(Mailbox):
     # -- the runtime ----------------------------------------------------------
 
     def _deliver_info(self, message: Any) -> None:
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def _intercepted(self, broadcast: Broadcast) -> None:
-        self._enqueue("out", broadcast)
+        self._enqueue(OUT, broadcast)
 
     def _accepting(self) -> bool:
         return self._state < _TERMINATING
 
     async def _dispatch(self, kind: str, value: Any) -> None:
-        if kind == "in":
+        if kind == IN:
             msg: Message = value
             self._ref = msg.ref
             try:
@@ -312,22 +312,22 @@ class Channel(Mailbox):
             finally:
                 self._ref = None
             await self._outcome(result, msg.ref, "handle_in")
-        elif kind == "out":
+        elif kind == OUT:
             await self._outcome(
                 await self.handle_out(value.event, value.payload), None, "handle_out"
             )
-        elif kind == "info":
+        elif kind == INFO:
             await self._outcome(await self.handle_info(value), None, "handle_info")
-        elif kind == "join":
+        elif kind == JOIN:
             await self._join(value)
-        elif kind == "leave":
+        elif kind == LEAVE:
             self.socket._send(
                 self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
             )
             await self._stop("shutdown:left")
-        elif kind == "stop":
+        elif kind == STOP:
             await self._stop(value)
-        elif kind == "close":
+        elif kind == CLOSE:
             await self._finish(value)
 
     async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
@@ -447,7 +447,7 @@ class Channel(Mailbox):
         self._unsubscribe_all()
         if self._mailbox:
             self._mailbox.clear()
-        self._enqueue("close", reason)
+        self._enqueue(CLOSE, reason)
 
     def _kill(self) -> None:
         """End at once, without terminate (a duplicate join replaced this channel)."""

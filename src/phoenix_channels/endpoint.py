@@ -36,6 +36,7 @@ from .channel import check_payload
 from .errors import ConfigurationError
 from .origin import CheckOrigin, OriginPolicy
 from .protocol import Broadcast
+from .protocol.close_codes import CloseCode
 from .pubsub import PubSub
 from .raw import RawSocket
 from .socket import Socket
@@ -488,7 +489,7 @@ class Endpoint:
         elif kind == "http":
             await _plain_response(send, 404, _NOT_FOUND, b"application/json")
         else:
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
 
     async def _lifespan(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         while True:

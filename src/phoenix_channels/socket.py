@@ -2,7 +2,7 @@
 
 Subclass :class:`Socket` to say which channels serve which topics and who
 may connect. One instance exists per connection; it routes decoded messages
-to channels following :mod:`phoenix_channels.protocol.socket_state`, answers
+to channels following :mod:`phoenix_channels.protocol.topic_table`, answers
 heartbeats, serialises joins (messages that arrive while a join runs wait for
 it) and writes the frames of its channels through its transport.
 """
@@ -15,10 +15,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _contracts
+from ._closed import ClosedFlag
+from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
-from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
+from .protocol.close_codes import CloseCode
+from .protocol.router import Router
+from .protocol.topic_table import Action, Entry, EntryState, TopicTable
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -168,7 +172,7 @@ class Socket:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
             log.warning("closing connection: %s", exc)
-            self.close(1011, str(exc)[:120])
+            self.close(CloseCode.INTERNAL_ERROR, str(exc)[:120])
             return
         # Cheap guards first: the walk runs only for frames with enough brackets
         # to nest that deep, and the clock is read once per max_messages_per_second.
@@ -200,7 +204,12 @@ class Socket:
             return
         self._handle(msg)
 
-    def closed(self, reason: Any = "shutdown:closed") -> None:
+    @property
+    def closed(self) -> ClosedFlag:
+        """Whether the connection has ended (truthy); see :mod:`phoenix_channels._closed`."""
+        return ClosedFlag(self._closed, self.connection_lost)
+
+    def connection_lost(self, reason: Any = "shutdown:closed") -> None:
         """The connection is gone (client closed, network lost). Ends every channel."""
         if self._closed and self.transport is None:
             return
@@ -214,11 +223,14 @@ class Socket:
         self._table.entries.clear()
 
     def close(
-        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        reason: str = "",
+        channel_reason: Any = "shutdown:closed",
     ) -> None:
         """Close the connection from the server side; channels terminate with ``channel_reason``."""
         transport = self.transport
-        self.closed(channel_reason)
+        self.connection_lost(channel_reason)
         if transport is not None:
             transport.close(code, reason)
 
@@ -233,13 +245,13 @@ class Socket:
         action = decision.action
         encoder = self._encoder
         if action is Action.FORWARD:
-            decision.entry.channel._enqueue("in", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(IN, msg)  # type: ignore[union-attr]
         elif action is Action.HEARTBEAT:
             self._send(encoder.reply(None, msg.ref, msg.topic, "ok", {}))
         elif action is Action.JOIN:
             self._start_join(msg, decision.route, decision.entry)  # type: ignore[arg-type]
         elif action is Action.LEAVE:
-            decision.entry.channel._enqueue("leave", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(LEAVE, msg)  # type: ignore[union-attr]
         elif action is Action.UNMATCHED:
             if msg.event == "phx_join":
                 log.warning("ignoring unmatched topic %r", msg.topic)
@@ -267,7 +279,7 @@ class Socket:
         channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
         self._table.add(msg.topic, msg.join_ref, channel)
         self._joining = channel
-        channel._enqueue("join", msg)
+        channel._enqueue(JOIN, msg)
 
     def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool:
         """The channel's join finished; False if its ok reply could not be encoded."""
@@ -333,7 +345,7 @@ class Socket:
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":
-            self.close(1001, "disconnected", "shutdown:disconnected")
+            self.close(CloseCode.GOING_AWAY, "disconnected", "shutdown:disconnected")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

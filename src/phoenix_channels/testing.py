@@ -470,7 +470,7 @@ class TestSocket:
     async def close(self, timeout: float = 5.0) -> None:
         """Close the connection: every channel terminates with ``"shutdown:closed"``."""
         channels = [c for c in self.case._channels if c.socket is self and not c.stopped]
-        self.socket.closed("shutdown:closed")
+        self.socket.connection_lost("shutdown:closed")
         for joined in channels:
             try:
                 async with asyncio.timeout(timeout):

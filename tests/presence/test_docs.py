@@ -52,7 +52,7 @@ async def test_the_channel_example(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (meta,) = frames[2][4]["alice"]["metas"]
         assert set(meta) == {"online_at", "phx_ref"}
         assert frames[1][4] == {"joins": {"alice": {"metas": [meta]}}, "leaves": {}}
-        client.socket.closed()
+        client.socket.connection_lost()
         await eventually(lambda: app.presence.tracker.list("room:lobby") == [], "alice leaves")
     finally:
         await app.endpoint.stop()

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import DecodeError, EncodeError
+from ..errors import EncodeError, MalformedMessage
 from ..protocol.messages import Broadcast
 
 __all__ = [
@@ -58,10 +58,6 @@ _EXT_BROADCAST = 1
 _EXT_TUPLE = 2
 _EXT_BIGINT = 3
 _MAX_NODE = 255
-
-
-class MalformedMessage(DecodeError):
-    """Bytes from the engine that are not a message of this format (or of this version)."""
 
 
 def _default(value: Any) -> Any:
