@@ -121,7 +121,9 @@ def published(tracker: Tracker, message: dict[str, Any]) -> tuple[int, int]:
 async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     pubsub = make_pubsub(adapter, redis_url, prefix, "bench-a")
-    endpoint = Endpoint(sockets={"/socket": _NoSocket}, pubsub=pubsub)
+    endpoint = Endpoint(
+        sockets={"/socket": _NoSocket}, pubsub=pubsub, secret_key_base="bench-presence-" + "p" * 24
+    )
     slow: dict[str, Any] = {"broadcast_period": 60.0, "permdown_period": 7200.0}
     presence = Presence(endpoint, f"bench{n}", **slow)
     # A second node, to measure what replicating the burst costs and takes.

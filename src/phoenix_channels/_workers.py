@@ -83,7 +83,13 @@ class _Slot:
 
 
 def serve_workers(
-    spec: str, workers: int, host: str, port: int, log_level: str, grace: float
+    spec: str,
+    workers: int,
+    host: str,
+    port: int,
+    log_level: str,
+    grace: float,
+    app_dir: str = ".",
 ) -> int:
     """Run ``workers`` processes serving ``spec`` on ``host:port`` until stopped; exit status.
 
@@ -109,6 +115,8 @@ def serve_workers(
         "--log-level",
         log_level,
         "--reuse-port",
+        "--app-dir",
+        app_dir,
     ]
     preexec: Callable[[], None] | None = (
         _die_with_parent if sys.platform.startswith("linux") else None

@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from . import _contracts
+from ._awaitable import DONE, Done, must_await
 from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import JoinError, NotJoinedError, UsageError
 from .interfaces import EndpointAPI
@@ -122,14 +124,18 @@ class SocketRef:
     def __init__(self, socket: Socket, topic: str, join_ref: Ref, ref: Ref) -> None:
         self.socket, self.topic, self.join_ref, self.ref = socket, topic, join_ref, ref
 
-    async def reply(self, status: str, response: Any = None) -> None:
-        """Send ``phx_reply`` for the original push; a no-op once the connection is gone."""
+    def reply(self, status: str, response: Any = None) -> Done:
+        """Send ``phx_reply`` for the original push; a no-op once the connection is gone.
+
+        Sent when called: ``await ref.reply(...)`` (the documented form) returns at once.
+        """
         value = reply(status, response)
         self.socket._send(
             self.socket._encoder.reply(
                 self.join_ref, self.ref, self.topic, value.status, value.response
             )
         )
+        return DONE
 
 
 class ChannelObserver(Protocol):
@@ -178,6 +184,7 @@ class Channel(Mailbox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.CHANNEL_ASYNC, ())
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
@@ -256,17 +263,24 @@ class Channel(Mailbox):
         if self._state == _STOPPED:
             raise NotJoinedError(f"{what} on {self.topic!r}: the channel has stopped")
 
-    async def push(self, event: str, payload: Any) -> None:
-        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client."""
+    def push(self, event: str, payload: Any) -> Done:
+        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client.
+
+        Sent when called (a forgotten ``await`` loses nothing); ``await self.push(...)``,
+        the documented form, returns at once.
+        """
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        return DONE
 
+    @must_await
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this channel's topic, on every node, this one included."""
         self._check_joined("broadcast")
         await self.socket.endpoint.broadcast(self.topic, event, payload)
 
+    @must_await
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, but this channel's own client does not get it."""
         self._check_joined("broadcast_from")
@@ -369,16 +383,19 @@ class Channel(Mailbox):
             return
         if type(result) is ChannelReply:
             if callback != "handle_in":
-                raise UsageError(f"{callback} cannot reply (no client push to answer); use push")
+                raise UsageError(
+                    f"{type(self).__name__}.{callback} returned reply(...), but there is no "
+                    "client push to answer; use await self.push(...), and return stop(...) or None"
+                )
             self._reply(ref, result)
         elif type(result) is Stop:
             if result.reply is not None:
                 self._reply(ref, result.reply)
             await self._stop(result.reason)
         else:
+            allowed = "reply(...), stop(...)" if callback == "handle_in" else "stop(...)"
             raise UsageError(
-                f"{type(self).__name__}.{callback} returned {result!r}; "
-                "return reply(...), stop(...) or None"
+                f"{type(self).__name__}.{callback} returned {result!r}; return {allowed} or None"
             )
 
     def _reply(self, ref: Ref, value: ChannelReply) -> None:
@@ -390,7 +407,9 @@ class Channel(Mailbox):
     async def _join(self, msg: Message) -> None:
         sock = self.socket
         try:
-            response = await self.join(msg.topic, msg.payload)
+            response = _contracts.check_join_response(
+                type(self).__name__, await self.join(msg.topic, msg.payload), ChannelReply
+            )
         except JoinError as exc:
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
@@ -409,7 +428,7 @@ class Channel(Mailbox):
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
-        if not sock._join_done(self, msg, "ok", {} if response is None else response):
+        if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
 
     async def _stop(self, reason: Any) -> None:
@@ -444,7 +463,7 @@ class Channel(Mailbox):
         if observer is not None:
             observer.terminating(self, reason)
         try:
-            await self.terminate(reason)
+            _contracts.check_terminate(type(self).__name__, await self.terminate(reason))  # type: ignore[func-returns-value]
         except Exception as exc:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
             if observer is not None:

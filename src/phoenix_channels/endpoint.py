@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from . import handshake as _handshake
 from ._asgi_types import ASGIApp, ASGIReceive, ASGISend, Scope
+from ._awaitable import must_await
+from ._secret import missing_shared_secret
 from .errors import ConfigurationError
 from .handshake import Accepted, Refused
 from .handshake import parse_params as parse_params  # its old home
@@ -74,7 +76,8 @@ class Endpoint:
     * ``compress``: offer permessage-deflate (off).
     * ``secret_key_base``: the secret for tokens (:mod:`phoenix_channels.token`)
       and long-poll sessions; at least 20 bytes. Random per process if not
-      given, which is fine for one process but not for a cluster.
+      given: fine for one process (a restart invalidates its tokens and
+      long-poll sessions), refused at start with a Redis or NATS adapter.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
       with code 1013 (8 MiB).
@@ -192,11 +195,13 @@ class Endpoint:
 
     # -- broadcasting -------------------------------------------------------------
 
+    @must_await
     async def broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of ``topic`` on every node."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload))
 
+    @must_await
     async def broadcast_from(self, from_: Hashable, topic: str, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
@@ -213,6 +218,9 @@ class Endpoint:
         """Start PubSub and the idle sweeper (the ASGI lifespan does this for you)."""
         if self._started:
             return
+        problem = missing_shared_secret(self)
+        if problem:
+            raise ConfigurationError(problem)
         self._started = True
         self._draining = None  # a restarted endpoint drains again on its next stop
         await self.pubsub.start()

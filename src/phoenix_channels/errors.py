@@ -30,10 +30,14 @@ hostile client from a bug in their own code::
     │   ├── AlreadyTrackedError     presence track of a key already tracked
     │   └── NotTrackedError         presence update of a key not tracked
     ├── JoinError                   raised by ``Channel.join`` to refuse a join
+    ├── ConnectionRefused           ``Socket.connect`` said no (HTTP 403 on the wire)
     └── BroadcastError              the PubSub adapter could not publish
 
 ``JoinError`` is not a failure of the library: it is how a channel says "no"
-and carries the response the client receives.
+and carries the response the client receives. ``ConnectionRefused`` is the
+same for a socket: ``ChannelTest.connect`` raises it when ``connect`` refuses,
+and the client raises its subclass
+(:class:`phoenix_channels.client.ConnectionRefused`) when a server answers 403.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "AlreadyTrackedError",
     "BroadcastError",
     "ConfigurationError",
+    "ConnectionRefused",
     "DecodeError",
     "EncodeError",
     "ExpiredToken",
@@ -166,9 +171,24 @@ class JoinError(PhoenixChannelsError):
     ``{"status": "error", "response": {"reason": "unauthorized"}}``.
     """
 
-    def __init__(self, response: Any = None) -> None:
+    def __init__(self, response: dict[str, Any] | None = None) -> None:
+        got: object = response  # callers without a type checker pass anything
+        if got is not None and type(got) is not dict:
+            example = f"{{'reason': {got!r}}}" if type(got) is str else "{'reason': ...}"
+            raise UsageError(
+                f"JoinError takes a dict, the error reply the client receives; got "
+                f"{got!r:.80}: write JoinError({example})"
+            )
         self.response: Any = {} if response is None else response
         super().__init__(f"join refused: {self.response!r}")
+
+
+class ConnectionRefused(PhoenixChannelsError):
+    """The server refused a connection: ``Socket.connect`` did not return True.
+
+    A real endpoint answers such a handshake with HTTP 403; ``ChannelTest.connect``
+    raises this; the client raises its subclass with the URL and HTTP status.
+    """
 
 
 class BroadcastError(PhoenixChannelsError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _contracts
 from ._closed import ClosedFlag
 from ._mailbox import IN, INFO, TERMINATE, Mailbox
 from .errors import ConfigurationError
@@ -60,6 +61,7 @@ class RawSocket(Mailbox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.RAW_SOCKET_ASYNC, _contracts.SOCKET_SYNC)
         if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
             raise ConfigurationError(f"{cls.__name__}.timeout must be a positive number of seconds")
 

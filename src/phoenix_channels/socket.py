@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _contracts
 from ._closed import ClosedFlag
 from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
@@ -99,6 +100,7 @@ class Socket:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.SOCKET_ASYNC, _contracts.SOCKET_SYNC)
         routes: list[tuple[str, Route]] = []
         for pattern, target in dict(cls.channels).items():
             channel, assigns = target if isinstance(target, tuple) else (target, None)
