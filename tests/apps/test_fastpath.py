@@ -1,0 +1,88 @@
+"""The fast path under the user's own server command: plain uvicorn, and gunicorn workers.
+
+Each test starts the real server command with the one documented setting,
+joins with the official JS client and checks, in the join reply, that the
+socket is carried by our own WebSocket protocol (not uvicorn's ASGI
+WebSocket), then that a broadcast reaches it. The same app without the
+setting is served through ASGI, which shows the signal is honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.apps.support import BIN, JsClient, child_env, js_client, server
+from tests.pubsub.engines import shared_url, unique_prefix
+
+APP = "tests.apps.fastpath_app:endpoint"
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+async def test_plain_uvicorn_with_the_http_setting_takes_the_fast_path(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "uvicorn", APP, "--port", "{port}",
+           "--http", "phoenix_channels.uvicorn:HttpProtocol"]  # fmt: skip
+    async with server(cmd, tmp_path) as srv, js_client(srv.url(), "room:fast") as client:
+        joined = await client.next("joined")
+        assert joined["response"]["fast_path"] is True, joined
+        page = await asyncio.to_thread(_get, srv.url("/", "http"))
+        assert page == b"an ordinary page"  # the rest of the app is served by uvicorn
+        await asyncio.to_thread(_get, srv.url("/broadcast?topic=room:fast", "http"))
+        assert (await client.event("ping"))["payload"]["pid"] == joined["response"]["pid"]
+
+
+async def test_the_ws_setting_alone_takes_over_after_uvicorns_http(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "uvicorn", APP, "--port", "{port}",
+           "--ws", "phoenix_channels.uvicorn:WebSocketProtocol"]  # fmt: skip
+    async with server(cmd, tmp_path) as srv, js_client(srv.url(), "room:ws") as client:
+        assert (await client.next("joined"))["response"]["fast_path"] is True
+
+
+async def test_without_the_setting_uvicorn_serves_the_socket_over_asgi(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "uvicorn", APP, "--port", "{port}"]
+    async with server(cmd, tmp_path) as srv, js_client(srv.url(), "room:asgi") as client:
+        joined = await client.next("joined")
+        assert joined["response"]["fast_path"] is False, joined
+
+
+async def test_gunicorn_workers_take_the_fast_path_and_share_broadcasts(tmp_path: Path) -> None:
+    gunicorn = BIN / "gunicorn"
+    if not gunicorn.exists():
+        pytest.skip("gunicorn is not installed (it is in the dev extra)")
+    env = child_env(
+        PHX_APPS_ENGINE="redis", PHX_APPS_URL=shared_url("redis"), PHX_APPS_PREFIX=unique_prefix()
+    )
+    cmd = [str(gunicorn), APP, "-k", "phoenix_channels.gunicorn.Worker", "-w", "2",
+           "-b", "127.0.0.1:{port}", "--graceful-timeout", "5"]  # fmt: skip
+    async with server(cmd, tmp_path, env=env) as srv:
+        clients = []
+        by_pid: dict[int, JsClient] = {}
+        try:
+            # The kernel spreads connections over the workers: join until two answered.
+            for _ in range(16):
+                ctx = js_client(srv.url(), "room:workers")
+                client = await ctx.__aenter__()
+                clients.append(ctx)
+                joined = await client.next("joined")
+                assert joined["response"]["fast_path"] is True, joined
+                by_pid.setdefault(joined["response"]["pid"], client)
+                if len(by_pid) == 2:
+                    break
+            assert len(by_pid) == 2, f"every connection reached one worker: {srv.output}"
+            body = await asyncio.to_thread(_get, srv.url("/broadcast?topic=room:workers", "http"))
+            sender = json.loads(body)["pid"]
+            for client in by_pid.values():  # one in the worker that broadcast, one in the other
+                assert (await client.event("ping"))["payload"]["pid"] == sender
+        finally:
+            for ctx in reversed(clients):
+                await ctx.__aexit__(None, None, None)
