@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import typed
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
@@ -114,6 +115,7 @@ class Channel(Mailbox):
     """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
 
     _intercepts: ClassVar[frozenset[str] | None] = None
+    _typed: ClassVar[typed.Handlers | None] = None
 
     __slots__ = (
         "__dict__",
@@ -133,6 +135,7 @@ class Channel(Mailbox):
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
+        cls._typed = typed.handlers_of(cls)  # @on(event) handlers, `payloads`: typed.py
         if cls.handle_out is not Channel.handle_out and not cls._intercepts:
             log.warning(
                 "%s defines handle_out but intercepts no event; list the events in "
@@ -293,7 +296,10 @@ class Channel(Mailbox):
             msg: Message = value
             self._ref = msg.ref
             try:
-                result = await self.handle_in(msg.event, msg.payload)
+                if self._typed is None:
+                    result = await self.handle_in(msg.event, msg.payload)
+                else:
+                    result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
             finally:
                 self._ref = None
             await self._outcome(result, msg.ref, "handle_in")
