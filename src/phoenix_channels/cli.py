@@ -13,7 +13,33 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["load_endpoint", "main", "serve"]
+__all__ = ["load_app", "load_endpoint", "main", "serve"]
+
+
+def load_app(spec: str) -> tuple[Any, Any]:
+    """``(app, endpoint)`` for ``module:attribute``: an Endpoint, or an ASGI app holding one.
+
+    An app that wraps or mounts an endpoint (a Starlette/FastAPI app with
+    ``app.mount("/", endpoint)``) is served whole, its sockets on the fast path.
+    """
+    from .endpoint import Endpoint
+    from .uvicorn import find_endpoint
+
+    module_name, _, attr = spec.partition(":")
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")
+    module = importlib.import_module(module_name)
+    try:
+        app = getattr(module, attr or "endpoint")
+    except AttributeError:
+        raise SystemExit(f"{module_name} has no attribute {attr or 'endpoint'!r}") from None
+    endpoint = app if isinstance(app, Endpoint) else find_endpoint(app)
+    if endpoint is None:
+        raise SystemExit(
+            f"{spec} is a {type(app).__name__} with no phoenix_channels.Endpoint in it; "
+            "name the Endpoint, or mount it in your app (app.mount('/', endpoint))"
+        )
+    return app, endpoint
 
 
 def load_endpoint(spec: str) -> Any:
@@ -40,12 +66,14 @@ def serve(
     log_level: str = "info",
     *,
     reuse_port: bool = False,
+    app: Any = None,
 ) -> None:
     """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped.
 
     ``reuse_port``: bind with ``SO_REUSEPORT``, so that several processes
     serve one port (what ``--workers`` does; also usable with a supervisor
-    of your own, e.g. one systemd unit per worker).
+    of your own, e.g. one systemd unit per worker). ``app``: the ASGI app to
+    serve when it is not the endpoint itself but holds it (see :func:`load_app`).
     """
     import uvicorn
 
@@ -58,7 +86,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         loop = "asyncio"
     config = uvicorn.Config(
-        endpoint,
+        endpoint if app is None else app,
         host=host,
         port=port,
         loop=loop,
@@ -98,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="phoenix-channels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve an Endpoint on the fast path")
-    run.add_argument("endpoint", help="module:attribute of a phoenix_channels.Endpoint")
+    run.add_argument(
+        "endpoint",
+        help="module:attribute of a phoenix_channels.Endpoint, or of an app mounting one",
+    )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=4000)
     run.add_argument(
@@ -118,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    endpoint = load_endpoint(args.endpoint)
+    app, endpoint = load_app(args.endpoint)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.workers > 1:
@@ -144,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                 grace=endpoint.drain_timeout + 10,
             )
         )
-    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port)
+    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port, app=app)
 
 
 if __name__ == "__main__":

@@ -93,10 +93,14 @@ class JsClient:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.seen: list[dict[str, Any]] = []
+        self._unread: list[dict[str, Any]] = []
 
     async def next(self, *kinds: str, timeout: float = WAIT) -> dict[str, Any]:
-        """The next line of one of ``kinds``; lines of other kinds are kept in ``seen``."""
+        """The first line of one of ``kinds`` not returned yet (every line is kept in ``seen``)."""
         assert self.proc.stdout is not None
+        for i, item in enumerate(self._unread):
+            if item["kind"] in kinds:
+                return self._unread.pop(i)
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -107,14 +111,21 @@ class JsClient:
                     self.seen.append(item)
                     if item["kind"] in kinds:
                         return item
+                    self._unread.append(item)
         except TimeoutError:
             raise AssertionError(f"no {kinds} from the JS client; it saw {self.seen}") from None
 
     async def event(self, event: str, timeout: float = WAIT) -> dict[str, Any]:
-        while True:
-            item = await self.next("event", timeout=timeout)
-            if item["event"] == event:
-                return item
+        """The first message of ``event`` not returned yet (others stay unread)."""
+        skipped: list[dict[str, Any]] = []
+        try:
+            while True:
+                item = await self.next("event", timeout=timeout)
+                if item["event"] == event:
+                    return item
+                skipped.append(item)
+        finally:
+            self._unread[:0] = skipped
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [i for i in self.seen if i["kind"] == "event" and i["event"] == event]
