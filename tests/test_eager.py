@@ -69,3 +69,23 @@ async def test_cancelling_the_task_cancels_the_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned == [True]
+
+
+async def test_context_variables_set_by_the_coroutine_stay_in_its_own_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def work() -> None:
+        var.set("inner")  # as asgiref's sync_to_async does before it waits
+        await future
+        seen.append(var.get())
+
+    task = start(work())
+    assert var.get() == "outer"  # nothing leaked into the caller's context
+    assert task is not None
+    future.set_result(None)
+    await task
+    assert seen == ["inner"]  # and the coroutine kept its own value across the wait

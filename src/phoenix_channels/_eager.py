@@ -10,6 +10,7 @@ Python 3.12's eager tasks do, for 3.11 too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Coroutine
 from typing import Any
 
@@ -17,12 +18,18 @@ __all__ = ["start"]
 
 
 def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run ``coro`` until it first suspends; then continue it in a task (returned)."""
+    """Run ``coro`` until it first suspends; then continue it in a task (returned).
+
+    Like a task, the coroutine runs in a copy of the caller's context: a
+    ContextVar it sets (asgiref's, OpenTelemetry's) stays with it, and never
+    leaks into the transport callback that started it, nor into the next one.
+    """
+    context = contextvars.copy_context()
     try:
-        yielded = coro.send(None)
+        yielded = context.run(coro.send, None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_resume(coro, yielded))
+    return asyncio.get_running_loop().create_task(_resume(coro, yielded), context=context)
 
 
 async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
