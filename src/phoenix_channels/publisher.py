@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from .channel import check_payload
 from .errors import BroadcastError, UsageError
 from .protocol import Broadcast
-from .pubsub import PubSub
+from .pubsub import LocalAdapter, PubSub
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -78,6 +78,12 @@ class Publisher:
     like the endpoint's, a function that builds one (called again in each
     forked child), or the :class:`Endpoint` itself.
 
+    ``endpoint``: the endpoint these broadcasts are for, when ``target`` is a
+    URL or a PubSub (``Publisher(endpoint)`` sets it too), kept as
+    :attr:`endpoint` for the endpoint's per-topic settings (which topics
+    keep history). The broadcast itself goes through the PubSub, which
+    treats it as it treats the endpoint's own.
+
     ``timeout``: seconds ``publish`` waits for the engine before raising
     :class:`BroadcastError` (default: the adapter's own timeout plus one).
     """
@@ -86,12 +92,13 @@ class Publisher:
         self,
         target: str | PubSub | Endpoint | Callable[[], PubSub],
         *,
+        endpoint: Endpoint | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> None:
         from .endpoint import Endpoint
 
-        self._endpoint: Endpoint | None = None
+        self.endpoint: Endpoint | None = endpoint
         if isinstance(target, str):
             self._factory: Any = lambda: _pubsub_for_url(target, options)
             self.pubsub = self._factory()
@@ -101,7 +108,7 @@ class Publisher:
             self.pubsub = target
             self._factory = None
         elif isinstance(target, Endpoint):
-            self._endpoint = target
+            self.endpoint = target
             self.pubsub = target.pubsub
             self._factory = None
         elif callable(target):
@@ -185,28 +192,29 @@ class Publisher:
     def _target_loop(self) -> asyncio.AbstractEventLoop:
         if self._closed:
             raise UsageError("this Publisher is closed")
-        endpoint_loop = self._endpoint_loop()
-        if endpoint_loop is not None:
-            return endpoint_loop
         if self._pid != os.getpid():
             self._after_fork()
-        loop = self._loop
+        loop = self._live_loop()
         if loop is not None:
             return loop
         with self._lock:
-            if self._loop is None:
-                self._start_thread()
+            loop = self._live_loop()
+            if loop is not None:
+                return loop
+            if isinstance(self.pubsub.adapter, LocalAdapter):
+                raise UsageError(
+                    "this Publisher's PubSub is the local one and does not run in this "
+                    "process, so no subscriber would ever see its broadcasts; give the "
+                    "endpoint PubSub.redis(url) or PubSub.nats(url) and publish over it"
+                )
+            self._start_thread()
             assert self._loop is not None
             return self._loop
 
-    def _endpoint_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The running endpoint's loop, when this process serves the endpoint."""
-        if self._endpoint is None or self._thread is not None:
-            return None
-        loop: asyncio.AbstractEventLoop | None = getattr(self.pubsub, "loop", None)
-        if loop is None or loop.is_closed() or not getattr(self.pubsub, "_started", False):
-            return None
-        if self._pid != os.getpid():  # a forked child inherits a loop nobody runs
+    def _live_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the PubSub runs on in this process (the endpoint's, or our own thread's)."""
+        loop = self.pubsub.loop
+        if loop is None or loop.is_closed() or not self.pubsub._started:
             return None
         return loop
 

@@ -209,6 +209,9 @@ async def test_publishing_through_a_running_endpoint_from_a_thread() -> None:
 def test_misuse_and_engine_failures_are_clear_errors() -> None:
     with pytest.raises(UsageError, match="redis://"):
         Publisher("http://example.com")
+    not_running = Publisher(Endpoint(sockets={"/socket": Socket}))
+    with pytest.raises(UsageError, match=r"local one and does not run in this process"):
+        not_running.publish("room:x", "e", {})
     with pytest.raises(UsageError, match="URL, a PubSub or an Endpoint"):
         Publisher(42)  # type: ignore[arg-type]
     publisher = Publisher("redis://127.0.0.1:1", prefix=unique_prefix(), timeout=1.0)
