@@ -127,6 +127,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._starting = False
         self._closed = False
 
     @classmethod
@@ -207,12 +208,20 @@ class Publisher:
                     "process, so no subscriber would ever see its broadcasts; give the "
                     "endpoint PubSub.redis(url) or PubSub.nats(url) and publish over it"
                 )
-            self._start_thread()
+            self._starting = True
+            try:
+                self._start_thread()
+            finally:
+                self._starting = False
             assert self._loop is not None
             return self._loop
 
     def _live_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop the PubSub runs on in this process (the endpoint's, or our own thread's)."""
+        """The loop the PubSub runs on in this process (our own thread's, or the endpoint's)."""
+        if self._loop is not None:  # our thread's, set once its PubSub has started
+            return self._loop
+        if self._starting:  # our thread is connecting: wait for it on the lock
+            return None
         loop = self.pubsub.loop
         if loop is None or loop.is_closed() or not self.pubsub._started:
             return None
@@ -258,6 +267,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._loop = None
         self._thread = None
+        self._starting = False
         if self._factory is not None:
             self.pubsub = self._factory()
         elif getattr(self.pubsub, "_started", False):
