@@ -197,3 +197,20 @@ def test_declaration_mistakes_are_caught_when_the_class_is_defined() -> None:
 
     assert handlers_of(Channel) is None
     assert InvalidPayload([]).errors == []
+
+
+def test_dataclasses_need_no_pydantic_and_other_types_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from phoenix_channels.typed import _validator
+
+    monkeypatch.setitem(sys.modules, "pydantic", None)  # as if it were not installed
+    check = _validator(Vote)
+    assert check is not None and check({"up": True}) == Vote(up=True)
+    with pytest.raises(InvalidPayload) as failed:
+        check(["up"])
+    assert failed.value.errors == [{"loc": [], "msg": "expected an object", "type": "dict_type"}]
+    with pytest.raises(UsageError, match=r"phoenix-channels\[pydantic\]"):
+        _validator(Rename)
