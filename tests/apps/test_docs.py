@@ -7,7 +7,9 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import websockets
 
 from phoenix_channels import PubSub
@@ -74,4 +76,26 @@ async def test_the_publish_script_example(tmp_path: Path) -> None:
             {"percent": 100},
         )
     finally:
+        await pubsub.stop()
+
+
+async def test_the_readme_publisher_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = shared_url("redis")
+    monkeypatch.setenv("REDIS_URL", url)
+    tasks = load_doc_example("README.md", "tasks.py", tmp_path)
+    pubsub = PubSub.redis(url)  # the default prefix, as the example uses
+    await pubsub.start()
+    try:
+        async with pubsub.subscription("orders:main") as sub:
+            await pubsub.prepare("orders:main")
+            order = SimpleNamespace(shop="main", id=6)
+            await asyncio.to_thread(tasks.on_order_paid, order)
+            await tasks.elsewhere()
+            async with asyncio.timeout(10):
+                got = [(await sub.get()).payload, (await sub.get()).payload]
+        assert got == [{"id": 6}, {"id": 7}]
+    finally:
+        await asyncio.to_thread(tasks.publisher.close)
         await pubsub.stop()
