@@ -1,7 +1,8 @@
 """The fast path under the user's own server command: plain uvicorn, and gunicorn workers.
 
 Each test starts the real server command with the one documented setting,
-joins with the official JS client and checks, in the join reply, that the
+joins (the official JS client under uvicorn; raw frames on many connections
+under gunicorn, to reach both workers) and checks, in the join reply, that the
 socket is carried by our own WebSocket protocol (not uvicorn's ASGI
 WebSocket), then that a broadcast reaches it. The same app without the
 setting is served through ASGI, which shows the signal is honest.
@@ -10,14 +11,17 @@ setting is served through ASGI, which shows the signal is honest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+import websockets
 
-from tests.apps.support import BIN, JsClient, child_env, js_client, server
+from tests.apps.support import BIN, child_env, js_client, server
 from tests.pubsub.engines import shared_url, unique_prefix
 
 APP = "tests.apps.fastpath_app:endpoint"
@@ -64,25 +68,25 @@ async def test_gunicorn_workers_take_the_fast_path_and_share_broadcasts(tmp_path
     )
     cmd = [str(gunicorn), APP, "-k", "phoenix_channels.gunicorn.Worker", "-w", "2",
            "-b", "127.0.0.1:{port}", "--graceful-timeout", "5"]  # fmt: skip
-    async with server(cmd, tmp_path, env=env) as srv:
-        clients = []
-        by_pid: dict[int, JsClient] = {}
-        try:
-            # The kernel spreads connections over the workers: join until two answered.
-            for _ in range(16):
-                ctx = js_client(srv.url(), "room:workers")
-                client = await ctx.__aenter__()
-                clients.append(ctx)
-                joined = await client.next("joined")
-                assert joined["response"]["fast_path"] is True, joined
-                by_pid.setdefault(joined["response"]["pid"], client)
-                if len(by_pid) == 2:
-                    break
-            assert len(by_pid) == 2, f"every connection reached one worker: {srv.output}"
-            body = await asyncio.to_thread(_get, srv.url("/broadcast?topic=room:workers", "http"))
-            sender = json.loads(body)["pid"]
-            for client in by_pid.values():  # one in the worker that broadcast, one in the other
-                assert (await client.event("ping"))["payload"]["pid"] == sender
-        finally:
-            for ctx in reversed(clients):
-                await ctx.__aexit__(None, None, None)
+    async with server(cmd, tmp_path, env=env) as srv, contextlib.AsyncExitStack() as stack:
+        # Which worker accepts a connection is up to the kernel: join (raw frames, cheap)
+        # until two workers have answered, keeping one connection in each.
+        by_pid: dict[int, Any] = {}
+        for _ in range(60):
+            ws = await stack.enter_async_context(
+                websockets.connect(srv.url("/socket/websocket?vsn=2.0.0"), open_timeout=10)
+            )
+            await ws.send(json.dumps(["1", "1", "room:workers", "phx_join", {}]))
+            async with asyncio.timeout(10):
+                joined = json.loads(await ws.recv())[4]["response"]
+            assert joined["fast_path"] is True, joined
+            by_pid.setdefault(joined["pid"], ws)
+            if len(by_pid) == 2:
+                break
+        assert len(by_pid) == 2, f"every connection reached one worker: {srv.output}"
+        body = await asyncio.to_thread(_get, srv.url("/broadcast?topic=room:workers", "http"))
+        sender = json.loads(body)["pid"]
+        for ws in by_pid.values():  # one in the worker that broadcast, one in the other
+            async with asyncio.timeout(10):
+                frame = json.loads(await ws.recv())
+            assert frame == [None, None, "room:workers", "ping", {"pid": sender}]
