@@ -22,7 +22,7 @@ import pytest
 import websockets
 
 from tests.apps.support import BIN, child_env, js_client, server
-from tests.pubsub.engines import shared_url, unique_prefix
+from tests.pubsub.engines import shared_url, unique_prefix, wait_until
 
 APP = "tests.apps.fastpath_app:endpoint"
 
@@ -71,6 +71,11 @@ async def test_gunicorn_workers_take_the_fast_path_and_share_broadcasts(tmp_path
     async with server(cmd, tmp_path, env=env) as srv, contextlib.AsyncExitStack() as stack:
         # Which worker accepts a connection is up to the kernel: join (raw frames, cheap)
         # until two workers have answered, keeping one connection in each.
+        await wait_until(
+            lambda: srv.output.count("Application startup complete") >= 2,
+            "both gunicorn workers have started",
+            timeout=30,
+        )
         by_pid: dict[int, Any] = {}
         for _ in range(60):
             ws = await stack.enter_async_context(
@@ -90,3 +95,30 @@ async def test_gunicorn_workers_take_the_fast_path_and_share_broadcasts(tmp_path
             async with asyncio.timeout(10):
                 frame = json.loads(await ws.recv())
             assert frame == [None, None, "room:workers", "ping", {"pid": sender}]
+
+
+def test_the_endpoint_is_found_in_the_app_that_holds_it() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.routing import Mount
+
+    from phoenix_channels.uvicorn import find_endpoint
+    from tests.apps.fastpath_app import endpoint, web
+
+    assert find_endpoint(endpoint) is endpoint
+    mounted = Starlette(routes=[Mount("/", endpoint)], middleware=[Middleware(GZipMiddleware)])
+    assert find_endpoint(mounted) is endpoint
+    assert find_endpoint(GZipMiddleware(mounted)) is endpoint
+    assert find_endpoint(web) is None
+
+
+async def test_an_app_without_an_endpoint_is_served_by_uvicorn_with_an_error(
+    tmp_path: Path,
+) -> None:
+    cmd = [sys.executable, "-m", "uvicorn", "tests.apps.fastpath_app:web", "--port", "{port}",
+           "--http", "phoenix_channels.uvicorn:HttpProtocol"]  # fmt: skip
+    async with server(cmd, tmp_path) as srv:
+        assert await asyncio.to_thread(_get, srv.url("/", "http")) == b"an ordinary page"
+        assert await asyncio.to_thread(_get, srv.url("/", "http")) == b"an ordinary page"
+    assert srv.output.count("no phoenix_channels.Endpoint found in the app") == 1, srv.output
