@@ -69,18 +69,23 @@ async def _manage(env: dict[str, str], *args: str) -> None:
     assert proc.returncode == 0, out.decode()
 
 
-@pytest.mark.parametrize("fast_path", [False, True], ids=["asgi", "fast-path"])
-async def test_the_django_project(fast_path: bool, tmp_path: Path) -> None:
+APP = "mysite.asgi:application"
+WAYS = {
+    "uvicorn-asgi": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}"],
+    "uvicorn-fast-path": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}", "--http", "phoenix_channels.uvicorn:HttpProtocol"],
+    "serve": [sys.executable, "-m", "phoenix_channels", "serve", APP, "--port", "{port}"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+async def test_the_django_project(way: str, tmp_path: Path) -> None:
     pytest.importorskip("django")
     env = child_env(DJANGO_DB_PATH=str(tmp_path / "db.sqlite3"))
     env["PYTHONPATH"] += f":{PROJECT}"
     await _manage(env, "migrate", "--noinput", "-v", "0")
     await _manage(env, "shell", "-c", "from django.contrib.auth.models import User; "
                   "User.objects.create_user('ana', password='letmein')")  # fmt: skip
-    cmd = [sys.executable, "-m", "uvicorn", "mysite.asgi:application", "--port", "{port}"]
-    if fast_path:
-        cmd += ["--http", "phoenix_channels.uvicorn:HttpProtocol"]
-    async with server(cmd, tmp_path, env=env, cwd=PROJECT) as srv:
+    async with server(WAYS[way], tmp_path, env=env, cwd=PROJECT) as srv:
         browser = Browser(srv.url("", "http"))
         status, location, _ = await asyncio.to_thread(browser.go, "/rooms/lobby/")
         assert (status, location) == (302, "/login/?next=/rooms/lobby/")  # no session, no token
