@@ -72,7 +72,8 @@ async def _manage(env: dict[str, str], *args: str) -> None:
 APP = "mysite.asgi:application"
 WAYS = {
     "uvicorn-asgi": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}"],
-    "uvicorn-fast-path": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}", "--http", "phoenix_channels.uvicorn:HttpProtocol"],
+    "uvicorn-fast-path": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}",
+                          "--http", "phoenix_channels.uvicorn:HttpProtocol"],
     "serve": [sys.executable, "-m", "phoenix_channels", "serve", APP, "--port", "{port}"],
 }  # fmt: skip
 
