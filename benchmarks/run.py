@@ -51,13 +51,17 @@ def server_command(name: str, python: str, port: int) -> list[str]:
         return [python, "-m", "phoenix_channels", "serve", "benchmarks.bench_app:endpoint", *where]
     if name == "ours-asgi":
         return [python, "-m", "uvicorn", "benchmarks.bench_app:endpoint", *where, *UVICORN_FLAGS]
+    if name == "ours-uvicorn-cli":  # the user's own uvicorn command with the one setting
+        fast = ["--http", "phoenix_channels.uvicorn:HttpProtocol", "--loop", "uvloop"]
+        app = "benchmarks.bench_app:endpoint"
+        return [python, "-m", "uvicorn", app, *where, *fast, "--log-level", "warning"]
     if name == "uvicorn-starlette":
         app = "benchmarks.baselines.starlette_app:app"
         return [python, "-m", "uvicorn", app, *where, *UVICORN_FLAGS]
     raise ValueError(f"unknown server {name!r}")
 
 
-SERVERS = ("floor", "ours", "ours-asgi", "uvicorn-starlette")
+SERVERS = ("floor", "ours", "ours-uvicorn-cli", "ours-asgi", "uvicorn-starlette")
 
 
 class RunFailed(Exception):

@@ -98,3 +98,23 @@ async def test_a_task_nobody_holds_runs_to_its_end_and_its_failure_is_logged(
         loop.set_exception_handler(previous)
     assert unhandled == []
     assert "failed after waiting" in caplog.records[0].getMessage()
+
+
+async def test_context_variables_set_by_the_coroutine_stay_in_its_own_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def work() -> None:
+        var.set("inner")  # as asgiref's sync_to_async does before it waits
+        await future
+        seen.append(var.get())
+
+    task = start(work())
+    assert var.get() == "outer"  # nothing leaked into the caller's context
+    assert task is not None
+    future.set_result(None)
+    await task
+    assert seen == ["inner"]  # and the coroutine kept its own value across the wait

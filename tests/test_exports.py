@@ -10,6 +10,7 @@ EXPECTED = {
     "LongPoll",
     "Presence", "Tracker", "AlreadyTrackedError", "NotTrackedError",
     "ConnectionRefused",
+    "on", "InvalidPayload",
 }
 
 

@@ -31,6 +31,7 @@ from .pubsub import LocalAdapter, PubSub, Subscription
 from .raw import RawSocket
 from .socket import Socket
 from .transports.longpoll import LongPoll
+from .typed import InvalidPayload, on
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "EncodeError",
     "Endpoint",
     "ExpiredToken",
+    "InvalidPayload",
     "InvalidToken",
     "JoinError",
     "LocalAdapter",
@@ -69,6 +71,7 @@ __all__ = [
     "UsageError",
     "WebSocketError",
     "__version__",
+    "on",
     "reply",
     "stop",
     "token",

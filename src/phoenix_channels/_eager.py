@@ -14,6 +14,7 @@ logged, so callers that start work and move on lose neither.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -26,12 +27,18 @@ _running: set[asyncio.Task[None]] = set()
 
 
 def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run ``coro`` until it first suspends; then continue it in a task (returned)."""
+    """Run ``coro`` until it first suspends; then continue it in a task (returned).
+
+    Like a task, the coroutine runs in a copy of the caller's context: a
+    ContextVar it sets (asgiref's, OpenTelemetry's) stays with it, and never
+    leaks into the transport callback that started it, nor into the next one.
+    """
+    context = contextvars.copy_context()
     try:
-        yielded = coro.send(None)
+        yielded = context.run(coro.send, None)
     except StopIteration:
         return None
-    task = asyncio.get_running_loop().create_task(_resume(coro, yielded))
+    task = asyncio.get_running_loop().create_task(_resume(coro, yielded), context=context)
     _running.add(task)
     task.add_done_callback(_ended)
     return task

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import _contracts
+from . import _contracts, typed
 from ._awaitable import DONE, Done, must_await
 from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import JoinError, NotJoinedError, UsageError
@@ -167,6 +167,7 @@ class Channel(Mailbox):
     """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
 
     _intercepts: ClassVar[frozenset[str] | None] = None
+    _typed: ClassVar[typed.Handlers | None] = None
 
     __slots__ = (
         "__dict__",
@@ -188,6 +189,7 @@ class Channel(Mailbox):
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
+        cls._typed = typed.handlers_of(cls)  # @on(event) handlers, `payloads`: typed.py
         if cls.handle_out is not Channel.handle_out and not cls._intercepts:
             log.warning(
                 "%s defines handle_out but intercepts no event; list the events in "
@@ -356,7 +358,12 @@ class Channel(Mailbox):
             msg: Message = value
             self._ref = msg.ref
             try:
-                result = await self.handle_in(msg.event, msg.payload)
+                if self._typed is None:
+                    result = await self.handle_in(msg.event, msg.payload)
+                else:
+                    result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
+            except typed.InvalidPayload as exc:
+                result = reply("error", {"reason": "invalid_payload", "errors": exc.errors})
             finally:
                 self._ref = None
             await self._outcome(result, msg.ref, "handle_in")

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._secret import missing_shared_secret
 
-__all__ = ["CommandError", "import_attribute", "load_endpoint", "main", "serve"]
+__all__ = ["CommandError", "import_attribute", "load_app", "load_endpoint", "main", "serve"]
 
 
 class CommandError(Exception):
@@ -63,17 +63,30 @@ def import_attribute(spec: str, app_dir: str | None = ".") -> tuple[str, Any]:
     return f"{module_name}:{attr}", value
 
 
-def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
-    """The :class:`~phoenix_channels.Endpoint` named by ``module:attribute`` (see
-    :func:`import_attribute`); :class:`CommandError` if it is something else."""
-    from .endpoint import Endpoint
+def load_app(spec: str, app_dir: str | None = ".") -> tuple[Any, Any]:
+    """``(app, endpoint)`` for ``module:attribute``: an Endpoint, or an ASGI app holding one.
 
-    name, endpoint = import_attribute(spec, app_dir)
-    if not isinstance(endpoint, Endpoint):
+    An app that wraps or mounts an endpoint (a Starlette/FastAPI app with
+    ``app.mount("/", endpoint)``) is served whole, its sockets on the fast path.
+    :class:`CommandError` if there is no endpoint in it (see :func:`import_attribute`).
+    """
+    from .endpoint import Endpoint
+    from .uvicorn import find_endpoint
+
+    name, app = import_attribute(spec, app_dir)
+    endpoint = app if isinstance(app, Endpoint) else find_endpoint(app)
+    if endpoint is None:
         raise CommandError(
-            f"{name} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint"
+            f"{name} is a {type(app).__name__}, not a phoenix_channels.Endpoint nor an app "
+            "mounting one; name the Endpoint, or mount it in your app (app.mount('/', endpoint))"
         )
-    return endpoint
+    return app, endpoint
+
+
+def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
+    """The :class:`~phoenix_channels.Endpoint` named by ``module:attribute``, or held by
+    the app it names (see :func:`load_app`)."""
+    return load_app(spec, app_dir)[1]
 
 
 def serve(
@@ -83,12 +96,14 @@ def serve(
     log_level: str = "info",
     *,
     reuse_port: bool = False,
+    app: Any = None,
 ) -> None:
     """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped.
 
     ``reuse_port``: bind with ``SO_REUSEPORT``, so that several processes
     serve one port (what ``--workers`` does; also usable with a supervisor
-    of your own, e.g. one systemd unit per worker).
+    of your own, e.g. one systemd unit per worker). ``app``: the ASGI app to
+    serve when it is not the endpoint itself but holds it (see :func:`load_app`).
     """
     import uvicorn
 
@@ -101,7 +116,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         loop = "asyncio"
     config = uvicorn.Config(
-        endpoint,
+        endpoint if app is None else app,
         host=host,
         port=port,
         loop=loop,
@@ -146,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run.add_argument(
-        "endpoint", help="module:attribute of a phoenix_channels.Endpoint (module alone: :endpoint)"
+        "endpoint",
+        help="module:attribute of a phoenix_channels.Endpoint or of an app mounting one "
+        "(module alone: :endpoint)",
     )
     run.add_argument("--host", default="127.0.0.1", help="address to bind")
     run.add_argument("--port", type=int, default=4000, help="port to bind (0: any free port)")
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     try:
-        endpoint = load_endpoint(args.endpoint, args.app_dir)
+        app, endpoint = load_app(args.endpoint, args.app_dir)
     except CommandError as exc:
         parser.exit(2, f"phoenix-channels: error: {exc}\n")
     if args.workers > 1:
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                 app_dir=os.path.abspath(args.app_dir),
             )
         )
-    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port)
+    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port, app=app)
 
 
 if __name__ == "__main__":

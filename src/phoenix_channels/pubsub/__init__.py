@@ -108,6 +108,7 @@ class PubSub:
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
         self._started = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
 
     @classmethod
     def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Unpack[EngineArgs]) -> PubSub:
@@ -139,6 +140,7 @@ class PubSub:
     async def start(self) -> None:
         if not self._started:
             self._started = True
+            self.loop = asyncio.get_running_loop()
             await self.adapter.start(self)
 
     async def stop(self) -> None:
