@@ -12,6 +12,7 @@ and configured by the environment:
     PHX_PRESENCE_NODE              this node's name (unique in the cluster)
     PHX_PRESENCE_BROADCAST_PERIOD  tracker heartbeat, seconds (default 1.5)
     PHX_PRESENCE_DOWN_PERIOD       silence before a node is down, seconds (default 30)
+    PHX_PRESENCE_DIFF_INTERVAL     batch presence_diff over this many seconds (default 0: none)
 
 Topics ``room:*``; join params ``{"user": ..., "device": ...}``. After the
 join the channel tracks ``user`` with ``{"device", "node"}`` and pushes
@@ -82,4 +83,5 @@ presence = Presence(
         if "PHX_PRESENCE_DOWN_PERIOD" in os.environ
         else None
     ),
+    diff_interval=float(os.environ.get("PHX_PRESENCE_DIFF_INTERVAL", "0")),
 )
