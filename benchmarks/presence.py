@@ -29,6 +29,13 @@ Redis adapter in the same run, side by side:
    one of its presences as left (with ``down_period`` 1 s, broadcast period
    0.1 s), then the time until a restarted incarnation's presences are listed
    on both survivors.
+5. **big rooms** (``--big``): the CPU of one ``track`` (its diff encoded for
+   one subscribed channel included) in a topic that already holds M members,
+   for M = 1,000 and 100,000 (``--big-sizes``), and the ratio (goal: at most
+   1.5x); then the ``presence_diff`` traffic one member of a churning room
+   receives (frames and bytes per second, ``--churn`` changes a second for
+   ``--churn-seconds``), unbatched and with each ``diff_interval`` of
+   ``--intervals``.
 """
 
 from __future__ import annotations
@@ -351,6 +358,100 @@ async def bench_failure(per_node: int, adapter: str, redis_url: str) -> dict[str
     }
 
 
+# -- 5: big rooms ---------------------------------------------------------------------------
+
+
+async def bench_track_in_room(members: int, probes: int = 1000) -> dict[str, Any]:
+    """CPU of one track in a topic that already holds ``members`` presences."""
+    endpoint = Endpoint(sockets={"/socket": _NoSocket})
+    presence = Presence(endpoint, f"big{members}", broadcast_period=60.0, permdown_period=7200.0)
+    await endpoint.start()
+    topic = "room:big"
+    sink = _Sink()
+    endpoint.pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
+    try:
+        tracker = presence.tracker
+        for i in range(members):
+            tracker.track_nowait(f"m-{i}", topic, f"user-{i}", {"i": i})
+        tracker._shard.state.take_delta()  # as after a heartbeat: the room is settled
+        gc.collect()
+        cpus = []
+        for round_ in range(3):  # best of three: the machine is shared
+            cpu0 = time.process_time()
+            for i in range(probes):
+                await presence.track(f"p-{round_}-{i}", f"probe-{i}", {"i": i}, topic=topic)
+            cpus.append((time.process_time() - cpu0) / probes)
+            for i in range(probes):
+                await presence.untrack(f"p-{round_}-{i}")
+    finally:
+        await endpoint.stop()
+    return {"members": members, "track_cpu_us": min(cpus) * 1e6}
+
+
+async def bench_diff_traffic(
+    members: int, rate: int, seconds: float, interval: float
+) -> dict[str, Any]:
+    """What one member of a churning room receives, with ``diff_interval`` = ``interval``."""
+    endpoint = Endpoint(sockets={"/socket": _NoSocket})
+    presence = Presence(
+        endpoint,
+        f"traffic{interval}",
+        broadcast_period=60.0,
+        permdown_period=7200.0,
+        diff_interval=interval,
+    )
+    await endpoint.start()
+    topic = "room:churn"
+    tracker = presence.tracker
+    for i in range(members):
+        tracker.track_nowait(f"m-{i}", topic, f"user-{i}", {"i": i})
+    presence._batcher.flush_all()  # the room's own joins are not part of the churn
+    sink = _Sink()
+    endpoint.pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
+    tick = 0.01
+    per_tick = max(1, round(rate * tick / 2))  # joins per tick, and as many leaves
+    ticks = max(1, round(seconds / tick))
+    changes = 0
+    try:
+        wall0 = time.perf_counter()
+        for t in range(ticks):
+            for j in range(per_tick):
+                n = t * per_tick + j
+                tracker.track_nowait(f"c-{n}", topic, f"user-c{n}", {"i": n})
+                tracker.untrack_nowait(f"m-{n % members}" if n < members else f"c-{n - members}")
+                changes += 2
+            await asyncio.sleep(tick)
+        presence._batcher.flush_all()
+        wall = time.perf_counter() - wall0
+    finally:
+        await endpoint.stop()
+    return {
+        "members": members,
+        "interval_s": interval,
+        "changes_per_s": changes / wall,
+        "frames_per_member_per_s": sink.frames / wall,
+        "bytes_per_member_per_s": sink.bytes / wall,
+        "frames_per_s_whole_room": sink.frames / wall * members,
+    }
+
+
+def print_big(tracks: list[dict[str, Any]], traffic: list[dict[str, Any]]) -> None:
+    print("\n## big rooms: one track in a room of M members (best of 3 rounds of 1,000)")
+    base = tracks[0]["track_cpu_us"]
+    for r in tracks:
+        ratio = r["track_cpu_us"] / base
+        print(f"M={r['members']:>9,}  track CPU {r['track_cpu_us']:6.1f} µs  x{ratio:.2f}")
+    print("\n## big rooms: presence_diff traffic per member while the room churns")
+    for r in traffic:
+        label = "unbatched" if not r["interval_s"] else f"diff_interval {r['interval_s']:g} s"
+        print(
+            f"{label:>20}  {r['changes_per_s']:7,.0f} changes/s  "
+            f"{r['frames_per_member_per_s']:8,.1f} frames/s/member  "
+            f"{r['bytes_per_member_per_s'] / 1024:8,.1f} KiB/s/member  "
+            f"(a room of {r['members']:,}: {r['frames_per_s_whole_room']:,.0f} frames/s)"
+        )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -436,7 +537,24 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="failure runs (median shown)")
     parser.add_argument("--json", help="write the raw figures here")
+    parser.add_argument("--big", action="store_true", help="only the big-room figures (5.)")
+    parser.add_argument("--big-sizes", default="1000,100000", help="room sizes for track CPU")
+    parser.add_argument("--churn", type=int, default=2000, help="changes a second (big rooms)")
+    parser.add_argument("--churn-seconds", type=float, default=5.0)
+    parser.add_argument("--churn-members", type=int, default=10_000)
+    parser.add_argument("--intervals", default="0,0.5,1", help="diff_interval values to compare")
     args = parser.parse_args(argv)
+    if args.big:
+        tracks = [await bench_track_in_room(int(m)) for m in args.big_sizes.split(",")]
+        traffic = [
+            await bench_diff_traffic(args.churn_members, args.churn, args.churn_seconds, float(i))
+            for i in args.intervals.split(",")
+        ]
+        print_big(tracks, traffic)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"track_in_room": tracks, "diff_traffic": traffic}, f, indent=1)
+        return 0
     adapters = [a for a in args.adapters.split(",") if a]
     if "redis" in adapters and not redis_answers(args.redis):
         print(f"Redis does not answer at {args.redis}: local adapter only", file=sys.stderr)
