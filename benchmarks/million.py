@@ -83,8 +83,8 @@ TOPIC = "bench:lobby"
 BASELINE_N = 19_500
 # Estimates for the room check (measured on the reference machine at 10-20k,
 # rounded up): per connection, server + client + kernel (both sockets); per process.
-EST_CONN_BYTES = 4 * 1024 + 3 * 1024 + 8 * 1024
-EST_PROCESS_BYTES = 60 * 1024 * 1024
+EST_CONN_BYTES = 3 * 1024 + 3 * 1024 + 9 * 1024
+EST_PROCESS_BYTES = 40 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -687,7 +687,32 @@ async def main_async(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(f"{time.monotonic() - t_start:7.1f}s  {text}", file=sys.stderr, flush=True)
 
-    main_plan = plan(args.n, args.workers, args.loadgens, args.per_address)
+    try:
+        main_plan = plan(args.n, args.workers, args.loadgens, args.per_address)
+    except Refused as exc:
+        print(f"million: refused: {exc}", file=sys.stderr)
+        return 2
+    if args.plan_only:
+        p = main_plan
+        print(
+            f"{p.n:,} connections: {p.workers} workers (~{p.n / p.workers:,.0f} each), "
+            f"{p.loadgens} load generators ({p.per_loadgen[0]:,} each, source addresses "
+            f"127.0.0.2 onwards, {p.per_address:,} per address); open files per process "
+            f"{p.nofile:,}"
+        )
+        for path, minimum, why in kernel_needs(p, args.concurrency):
+            current = _read(f"/proc/sys/{path}")
+            print(f"  {path.replace('/', '.')}: now {current}, needs {minimum} ({why})")
+        try:
+            room = check_room(p)
+            print(
+                f"  memory: needs ~{room['need_bytes'] / 2**30:.1f} GiB, "
+                f"{room['available_bytes'] / 2**30:.1f} GiB available"
+            )
+        except Refused as exc:
+            print(f"  refused: {exc}")
+            return 2
+        return 0
     baseline = not args.no_baseline and args.n > BASELINE_N
     figures: dict[str, Any] = {"n": args.n}
     try:
@@ -742,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the 19,500 reference")
     parser.add_argument("--no-sysctl", action="store_true", help="never write /proc/sys")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="bound of the whole run")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and checks")
     parser.add_argument("--log-dir")
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
