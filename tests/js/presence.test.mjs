@@ -270,3 +270,34 @@ test("batched diffs (diff_interval): every helper equals the server's list after
   const changes = 40 + 14 + 20 + 1;
   for (const n of diffs) assert.ok(n < changes / 2, `a watcher got ${n} presence_diff for ${changes} changes`);
 });
+
+test("count mode: members get presence_count, never a list or a diff", async () => {
+  const server = await startNode();
+  const t = topic("count");
+  const fans = [];
+  const seen = [];
+  for (let i = 0; i < 6; i++) {
+    const client = await clients.open(server);
+    const channel = client.socket.channel(t, { user: `fan${i}`, device: "web" });
+    const log = new EventLog(`fan${i} counts`);
+    for (const event of ["presence_count", "presence_state", "presence_diff"]) {
+      channel.on(event, (payload) => log.push({ event, payload }));
+    }
+    const joined = await outcome(channel.join(), `fan${i} joins ${t}`);
+    assert.equal(joined.status, "ok");
+    await log.waitFor((e) => e.event === "presence_count", `fan${i} gets a count after its join`);
+    fans.push({ client, channel, log });
+    seen.push(log);
+  }
+  const mark = fans[0].log.entries.length;
+  await outcome(fans[5].channel.leave(), "fan5 leaves");
+  fans[4].client.socket.disconnect();
+  const { response } = await pushAsync(fans[0].channel, "count", {});
+  assert.equal(response.count, 4);
+  const log0 = fans[0].log;
+  await log0.waitFor((e) => e.event === "presence_count" && e.payload.count === 4 && log0.entries.indexOf(e) >= mark,
+    "fan0 hears the count drop to 4");
+  for (const log of seen.slice(0, 4)) {
+    assert.ok(log.entries.every((e) => e.event === "presence_count"), JSON.stringify(log.entries));
+  }
+});
