@@ -75,6 +75,7 @@ from typing import Any
 from benchmarks.procstat import cpu, process_tree, rss_kib
 from benchmarks.run import LoadGen, RunFailed, free_port, stop, tail
 from phoenix_channels import Broadcast, PubSub
+from phoenix_channels._workers import _die_with_parent
 from phoenix_channels.pubsub.redis import RespConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,6 +334,7 @@ class Harness:
             [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
              "--maxclients", "50000", "--dir", str(self.log_dir)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,  # bounded even if this harness is killed
         )  # fmt: skip
         log.close()
         self.redis_url = f"redis://{HOST}:{port}"
@@ -384,6 +386,7 @@ class Harness:
                     "--workers", str(p.workers), "--log-level", "warning",
                     cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=log, stderr=log, start_new_session=True,
+                    preexec_fn=_die_with_parent,  # SIGTERM (a drain) if this harness dies
                 )  # fmt: skip
             server_pid = server.pid
 
@@ -414,6 +417,7 @@ class Harness:
                         cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True,
                         limit=1 << 26,  # a line of receive times: 20 bytes per connection
+                        preexec_fn=_die_with_parent,
                     )  # fmt: skip
                 gens.append((proc, LoadGen(proc, gen_log)))
 
