@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
 from ..errors import ConfigurationError, UsageError
-from .batch import CountBroadcaster, DiffBatcher
+from .batch import CountBroadcaster, DiffBatcher, merge_diffs
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
 if TYPE_CHECKING:
@@ -75,23 +75,12 @@ def group(presences: Presences, copy: bool = False) -> Grouped:
 
 
 def _coalesce(diffs: list[Diff]) -> tuple[Presences, Presences]:
-    """Several diffs of one topic as one: what joined and did not leave, and the reverse.
+    """Several diffs of one topic as one: each meta's last operation (:func:`.batch.merge_diffs`).
 
-    A meta (named by its ``phx_ref``) alternates between joining and leaving,
-    so its net count over the diffs is -1, 0 or +1.
+    Not a net count: a meta that joined and left is sent as a leave, since a
+    client whose ``presence_state`` was taken in between has it.
     """
-    net: dict[tuple[Key, Any], list[Any]] = {}
-    for diff in diffs:
-        for key, meta in diff.joins:
-            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
-            slot[0] += 1
-            slot[2] = meta
-        for key, meta in diff.leaves:
-            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
-            slot[0] -= 1
-    joins = [(key, meta) for count, key, meta in net.values() if count > 0]
-    leaves = [(key, meta) for count, key, meta in net.values() if count < 0]
-    return joins, leaves
+    return merge_diffs(diffs)
 
 
 class Presence:
