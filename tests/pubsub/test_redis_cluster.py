@@ -258,3 +258,44 @@ async def test_broadcasts_resume_after_a_master_fails_over(
     assert "1 broadcast(s) from this node failed" in next(
         m for m in lines if m.startswith("node a reconnected")
     )
+
+
+async def test_a_node_follows_a_manual_failover_without_an_outage(
+    cluster: LocalRedisCluster,
+) -> None:
+    prefix = unique_prefix()
+    a = PubSub.redis_cluster(cluster.urls, node_name="a", prefix=prefix)
+    b = PubSub.redis_cluster(cluster.urls, node_name="b", prefix=prefix)
+    await a.start()
+    await b.start()
+    try:
+        sub = b.subscription("room:promoted")
+        await b.prepare("room:promoted")
+        channel = adapter(b).channel_for("room:promoted")
+        old = adapter(b).master_for(channel)
+        assert old is not None
+        old_id = await _node_id(int(old.rsplit(":", 1)[1]))
+        replica = next(
+            int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for fields in (
+                line.split() for line in _cli(cluster.ports[0], "CLUSTER", "NODES").splitlines()
+            )
+            if len(fields) > 3 and "slave" in fields[2] and fields[3] == old_id
+        )
+        # The replica takes over in agreement with its master (no one is killed).
+        assert "OK" in _cli(replica, "CLUSTER", "FAILOVER")
+        await cluster.wait_ok()
+        await wait_until(
+            lambda: (
+                adapter(b).master_for(channel) == f"127.0.0.1:{replica}"
+                and channel in adapter(b).subscribed_channels()
+            ),
+            "node b follows its subscription to the promoted replica",
+            timeout=WAIT,
+        )
+        await a.broadcast("room:promoted", "after the failover")
+        assert await next_message(sub, "the broadcast after the failover") == "after the failover"
+        assert adapter(b).stats.outages == 0 and adapter(a).stats.outages == 0
+    finally:
+        await a.stop()
+        await b.stop()

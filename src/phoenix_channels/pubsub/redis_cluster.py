@@ -236,6 +236,8 @@ class RedisClusterAdapter(EngineAdapter):
         self._refresh_needed = False
         self._refreshing: asyncio.Future[None] | None = None
         self._checked_name = False
+        self._following: asyncio.Task[None] | None = None
+        self._moved_from: dict[str, str] = {}  # channel -> the master that dropped it
         self.slot_moves = 0
         """Channels moved to another master while the link stayed up (for tests and monitoring)."""
 
@@ -335,7 +337,7 @@ class RedisClusterAdapter(EngineAdapter):
                 on_lost=self._lost_link,
             )
             assert isinstance(opened, _ShardLink)
-            opened.on_moved = self._moved
+            opened.on_moved = lambda channel, a=address: self._moved(channel, a)
             link = self._subs[address] = opened
         return link
 
@@ -376,15 +378,16 @@ class RedisClusterAdapter(EngineAdapter):
     def _on_message(self, channel: bytes, data: bytes) -> None:
         self._deliver(data)
 
-    def _moved(self, channel: bytes) -> None:
+    def _moved(self, channel: bytes, address: str) -> None:
         """A master dropped our subscription: its slot is moving. Subscribe it again elsewhere."""
         name = channel.decode("utf-8", "surrogatepass")
         self.slot_moves += 1
         self._refresh_needed = True
+        self._moved_from[name] = address
         if name == self._node_channel(self.node_name):
-            # The node channel is not in the registry's bookkeeping: the link
-            # restarts, which re-reads the map and subscribes it on the new owner.
-            self._connection_lost(RedisConnectionError(f"the slot of {name!r} moved"))
+            # Not in the registry's bookkeeping: subscribed again here, on the new owner.
+            if self._following is None or self._following.done():
+                self._following = asyncio.get_running_loop().create_task(self._follow_node())
             return
         self._active.discard(name)
         if name in self._wanted:
@@ -392,12 +395,23 @@ class RedisClusterAdapter(EngineAdapter):
             if self._kick is not None:
                 self._kick.set()
 
+    async def _follow_node(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._ssubscribe([self._node_channel(self.node_name)])
+        except Exception as exc:  # the link restarts: a fresh map, every subscription again
+            self._connection_lost(exc)
+
     async def _close(self) -> None:
+        following, self._following = self._following, None
+        if following is not None and not following.done():
+            following.cancel()
         for conn in (*self._subs.values(), *self._pubs.values()):
             conn._on_lost = None  # an old link's end is not news
             conn.close()
         self._subs = {}
         self._pubs = {}
+        self._moved_from.clear()
 
     async def _ssubscribe(self, channels: list[str]) -> None:
         """SSUBSCRIBE on each channel's master, one command per slot; follows MOVED."""
@@ -405,6 +419,14 @@ class RedisClusterAdapter(EngineAdapter):
         for attempt in range(_MOVED_RETRIES + 1):
             if self._refresh_needed:
                 await self._refresh()
+            # A master that dropped a channel no longer owns it, whatever a node that
+            # has not heard of the move yet says: ask again, shortly (bounded by the
+            # caller's timeout).
+            while any(self._moved_from.get(ch) == self._slots[key_slot(ch)] for ch in todo):
+                await asyncio.sleep(0.05)
+                await self._refresh()
+            for channel in todo:
+                self._moved_from.pop(channel, None)
             by_slot: dict[int, list[str]] = {}
             for channel in todo:
                 by_slot.setdefault(key_slot(channel), []).append(channel)
