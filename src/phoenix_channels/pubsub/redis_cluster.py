@@ -26,8 +26,10 @@ Following the cluster:
   the adapter re-read the slot map and retry on the new owner. When a slot
   migrates away, its old master sends an ``sunsubscribe`` push for each of
   its channels; the adapter marks them unconfirmed, re-reads the map and
-  subscribes them again on the new owner, without dropping the link.
-* **Failovers.** The link to the cluster is one unit: when a connection to
+  subscribes them again on the new owner, without dropping the link (a
+  manual ``CLUSTER FAILOVER`` looks the same: the demoted master drops the
+  channels of its slots).
+* **A master's death.** The link to the cluster is one unit: when a connection to
   any master breaks, the node logs the outage once, and the supervisor of
   :mod:`._cluster` reconnects with backoff: it re-reads the slot map from
   any reachable node (seeds and every node seen so far), connects to every
