@@ -1,6 +1,6 @@
 """Big rooms: batched presence_diff under churn at scale, and count mode.
 
-Two nodes joined by the in-process hub. Node a holds a room of 20,000
+Three nodes joined by the in-process hub. Node a holds a room of 20,000
 presences and churns it (joins and leaves of random members, 20 per tick);
 observers on both nodes take ``presence_state`` at different moments of
 the churn (so some in the middle of a batch interval) and then apply every
@@ -115,8 +115,8 @@ def test_options_are_checked() -> None:
 
 async def test_batched_diffs_keep_every_helper_in_sync_under_churn() -> None:
     hub = Hub()
-    endpoints = [Endpoint(sockets={"/socket": _NoSocket}, pubsub=hub.pubsub(n)) for n in "ab"]
-    a, b = (Presence(e, diff_interval=INTERVAL, **FAST) for e in endpoints)
+    endpoints = [Endpoint(sockets={"/socket": _NoSocket}, pubsub=hub.pubsub(n)) for n in "abc"]
+    a, b, c = (Presence(e, diff_interval=INTERVAL, **FAST) for e in endpoints)
     for endpoint in endpoints:
         await endpoint.start()
     rng = random.Random(14)
@@ -127,7 +127,9 @@ async def test_batched_diffs_keep_every_helper_in_sync_under_churn() -> None:
             a.tracker.track_nowait(owner, ROOM, f"u{i % (MEMBERS // 2)}", {"i": i})
             owners.append((owner, f"u{i % (MEMBERS // 2)}"))
         await eventually(
-            lambda: b.tracker.count(ROOM) == MEMBERS, "node b has the 20,000", timeout=60
+            lambda: b.tracker.count(ROOM) == c.tracker.count(ROOM) == MEMBERS,
+            "nodes b and c have the 20,000",
+            timeout=60,
         )
         observers: list[tuple[Presence, HelperView]] = []
         held_before = a._batcher.held
@@ -136,6 +138,7 @@ async def test_batched_diffs_keep_every_helper_in_sync_under_churn() -> None:
             if tick % 50 == 0:  # clients join during the churn, mid-interval
                 observers.append((a, await observe(a, ROOM)))
                 observers.append((b, await observe(b, ROOM)))
+                observers.append((c, await observe(c, ROOM)))
             for _ in range(JOINS):  # one tick's changes, with no pause: one batch at most
                 owner = object()
                 key = f"u{rng.randrange(n * 2)}"
@@ -147,8 +150,8 @@ async def test_batched_diffs_keep_every_helper_in_sync_under_churn() -> None:
             await asyncio.sleep(0.01)
         assert a.tracker.count(ROOM) == MEMBERS
         await eventually(
-            lambda: server_refs(b, ROOM) == server_refs(a, ROOM),
-            "node b's replica equals node a's after the churn",
+            lambda: server_refs(b, ROOM) == server_refs(c, ROOM) == server_refs(a, ROOM),
+            "the replicas of nodes b and c equal node a's after the churn",
             timeout=30,
         )
         for node, observer in observers:
@@ -165,6 +168,7 @@ async def test_batched_diffs_keep_every_helper_in_sync_under_churn() -> None:
             assert 0 < observer.diffs <= TICKS, observer.diffs
         assert a._batcher.emitted <= TICKS + 1
         assert b._batcher.emitted <= a._batcher.emitted + TICKS
+        assert c._batcher.emitted <= a._batcher.emitted + TICKS
     finally:
         for endpoint in endpoints:
             await endpoint.stop()
