@@ -117,10 +117,24 @@ class PubSub:
         ``options``: ``node_name``, ``prefix``, ``shards``, ``timeout``,
         ``max_backoff``, ``health_interval``, declared with their defaults in
         :class:`.options.EngineOptions`.
+        A ``redis+cluster://host:port,host:port`` URL means :meth:`redis_cluster`.
         """
+        if isinstance(url, str) and url.startswith(("redis+cluster://", "rediss+cluster://")):
+            return cls.redis_cluster(url, **options)
         from .redis import RedisAdapter
 
         return cls(RedisAdapter(url, **options))
+
+    @classmethod
+    def redis_cluster(cls, seeds: str | list[str], **options: Unpack[EngineArgs]) -> PubSub:
+        """A PubSub over a Redis Cluster's sharded pub/sub (Redis 7; see docs/cluster.md).
+
+        ``seeds``: URLs of some nodes of the cluster. ``options``: those of
+        :meth:`redis`, declared in :class:`.options.EngineOptions`.
+        """
+        from .redis_cluster import RedisClusterAdapter
+
+        return cls(RedisClusterAdapter(seeds, **options))
 
     @classmethod
     def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Unpack[NatsArgs]) -> PubSub:
