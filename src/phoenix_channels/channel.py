@@ -27,9 +27,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import telemetry
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
 from .protocol import Broadcast, Message, Ref
+from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_PUSH
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -212,6 +214,10 @@ class Channel(Mailbox):
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        if CHANNEL_PUSH.on:
+            CHANNEL_PUSH.emit(
+                {}, {"socket": sock, "channel": self, "topic": self.topic, "event": event}
+            )
 
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this channel's topic, on every node, this one included."""
@@ -290,13 +296,10 @@ class Channel(Mailbox):
 
     async def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "in":
-            msg: Message = value
-            self._ref = msg.ref
-            try:
-                result = await self.handle_in(msg.event, msg.payload)
-            finally:
-                self._ref = None
-            await self._outcome(result, msg.ref, "handle_in")
+            if CHANNEL_HANDLE_IN.on:
+                await telemetry.handle_in_span(self, value)
+            else:
+                await self._handle_in(value)
         elif kind == "out":
             await self._outcome(
                 await self.handle_out(value.event, value.payload), None, "handle_out"
@@ -304,7 +307,10 @@ class Channel(Mailbox):
         elif kind == "info":
             await self._outcome(await self.handle_info(value), None, "handle_info")
         elif kind == "join":
-            await self._join(value)
+            if CHANNEL_JOIN.on:
+                await telemetry.join_span(self, value)
+            else:
+                await self._join(value)
         elif kind == "leave":
             self.socket._send(
                 self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
@@ -314,6 +320,15 @@ class Channel(Mailbox):
             await self._stop(value)
         elif kind == "close":
             await self._finish(value)
+
+    async def _handle_in(self, msg: Message) -> Any:
+        self._ref = msg.ref
+        try:
+            result = await self.handle_in(msg.event, msg.payload)
+        finally:
+            self._ref = None
+        await self._outcome(result, msg.ref, "handle_in")
+        return result
 
     async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
         if result is None:
@@ -338,7 +353,8 @@ class Channel(Mailbox):
             sock._encoder.reply(self.join_ref, ref, self.topic, value.status, value.response)
         )
 
-    async def _join(self, msg: Message) -> None:
+    async def _join(self, msg: Message) -> str:
+        """Run join and answer it; returns "ok", "error" (JoinError) or "crash"."""
         sock = self.socket
         try:
             response = await self.join(msg.topic, msg.payload)
@@ -346,20 +362,22 @@ class Channel(Mailbox):
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
             await self._finish("shutdown")
-            return
+            return "error"
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s.join crashed on %r", type(self).__name__, msg.topic)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
-            return
+            return "crash"
         # A cluster adapter subscribes this topic on its engine first, so the
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
         if not sock._join_done(self, msg, "ok", {} if response is None else response):
             self._shutdown()
+            return "crash"
+        return "ok"
 
     async def _stop(self, reason: Any) -> None:
         graceful = is_graceful(reason)

@@ -37,6 +37,16 @@ from .protocol import Broadcast
 from .pubsub import PubSub
 from .raw import RawSocket
 from .socket import Socket
+from .telemetry import (
+    ENDPOINT_DRAIN,
+    SOCKET_CLOSE,
+    SOCKET_CONNECT,
+    SOCKET_OPEN,
+    connect_done,
+    now,
+    socket_closed,
+    socket_opened,
+)
 from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
 from .transports.rfc6455 import Deflate, negotiate_deflate
 
@@ -278,6 +288,7 @@ class Endpoint:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        started, count = now(), len(self.connections)
         deadline = loop.time() + self.drain_timeout
         while self.connections and loop.time() < deadline:
             batch = list(self.connections)[: self.drain_batch_size]
@@ -289,6 +300,11 @@ class Endpoint:
         # Let channel tasks run their terminate callbacks.
         for _ in range(3):
             await asyncio.sleep(0)
+        if ENDPOINT_DRAIN.on:
+            ENDPOINT_DRAIN.emit(
+                {"duration": now() - started, "connections": count - len(self.connections)},
+                {"endpoint": self},
+            )
 
     async def _sweep_idle(self) -> None:
         while True:
@@ -303,7 +319,16 @@ class Endpoint:
         """The Socket class serving WebSocket upgrades at ``path``, if any."""
         return self._websocket_paths.get(path.rstrip("/") or "/")
 
-    async def handshake(
+    async def handshake(self, socket_cls: SocketClass, **request: Any) -> Accepted | Refused:
+        """Decide whether a connection request becomes a socket (see :meth:`_handshake`)."""
+        if not SOCKET_CONNECT.on:
+            return await self._handshake(socket_cls, **request)
+        start = now()
+        outcome = await self._handshake(socket_cls, **request)
+        connect_done(self, socket_cls, request, outcome, start)
+        return outcome
+
+    async def _handshake(
         self,
         socket_cls: SocketClass,
         *,
@@ -441,9 +466,13 @@ class Endpoint:
             self.pubsub.subscribe(sock._id, sock._on_id_message)
         if sock._client is not None:
             self._clients[sock._client] = self._clients.get(sock._client, 0) + 1
+        if SOCKET_OPEN.on:
+            socket_opened(sock)
 
     def _socket_closed(self, sock: Socket | RawSocket) -> None:
         """The other half of :meth:`_socket_opened`; safe to call once per opened socket."""
+        if SOCKET_CLOSE.on:
+            socket_closed(sock)
         if sock._id is not None:
             self.pubsub.unsubscribe(sock._id, sock._on_id_message)
         address, sock._client = sock._client, None

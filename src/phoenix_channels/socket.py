@@ -18,6 +18,7 @@ from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
+from .telemetry import SOCKET_LIMIT, SOCKET_RECEIVE, SOCKET_SEND, limit_hit, size_of
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -162,6 +163,8 @@ class Socket:
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
+        if SOCKET_RECEIVE.on:
+            SOCKET_RECEIVE.emit({"bytes": len(data)}, {"socket": self, "binary": binary})
         try:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
@@ -317,6 +320,8 @@ class Socket:
     def _refuse(self, msg: Message, response: dict[str, str], why: str, limit: int) -> None:
         """Answer a message refused by a limit with an error reply; log once per burst."""
         self.limited += 1
+        if SOCKET_LIMIT.on:
+            limit_hit(self, "rate" if response is _RATE_LIMITED else "depth", False)
         if self.limited == 1 or self.limited % 1000 == 0:
             log.warning("refused %d message(s) from %r: " + why, self.limited, self, limit)
         if self.transport is not None:
@@ -328,6 +333,8 @@ class Socket:
         transport = self.transport
         if transport is not None:
             transport.send(item)
+            if SOCKET_SEND.on:
+                SOCKET_SEND.emit({"bytes": size_of(item)}, {"socket": self})
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
 from ..errors import ConfigurationError, UsageError
+from ..telemetry import PRESENCE_DIFF, presence_diff
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
 if TYPE_CHECKING:
@@ -284,6 +285,8 @@ class Presence:
     # -- diffs ----------------------------------------------------------------------------
 
     def _on_diff(self, diff: Diff) -> None:
+        if PRESENCE_DIFF.on:
+            presence_diff(self, diff)
         if not self._custom_fetch and not self._pending:
             self._broadcast(diff.topic, group(diff.joins), group(diff.leaves))
             return

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ..errors import BroadcastError, ConfigurationError
 from ..protocol.messages import Broadcast
+from ..telemetry import PUBSUB_BROADCAST
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
 
@@ -244,6 +245,11 @@ class PubSub:
         subs = self._topics.get(topic)
         if not subs:
             return
+        if PUBSUB_BROADCAST.on:
+            PUBSUB_BROADCAST.emit(
+                {"subscribers": len(subs) - (from_ is not None and from_ in subs)},
+                {"topic": topic, "event": getattr(message, "event", None), "pubsub": self},
+            )
         if type(message) is not Broadcast:
             for owner, target, _enc, _icp in tuple(subs.values()):
                 if owner is not from_:

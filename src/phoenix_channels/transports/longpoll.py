@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LongPoll", "LongPollSession", "serve_longpoll"]
 
+from ..telemetry import SOCKET_LIMIT, limit_hit
+
 log = logging.getLogger("phoenix_channels.longpoll")
 
 _SALT = "phoenix_channels longpoll session"
@@ -166,6 +168,8 @@ class LongPollSession:
                 len(self._outbox),
             )
             sock = self.socket
+            if SOCKET_LIMIT.on:
+                limit_hit(sock, "slow_consumer", True, self.name)
             if sock is not None:
                 sock.close(1013, "slow consumer")
             return

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WebSocketProtocol", "frame_encoder", "front_protocol_for", "protocol_for"]
 
+from ..telemetry import SOCKET_LIMIT, limit_hit
+
 log = logging.getLogger("phoenix_channels.websocket")
 
 _HEAD_LIMIT = 16_384
@@ -198,6 +200,8 @@ class WebSocketProtocol(asyncio.Protocol):
             "%d bytes waiting)",
             self.endpoint.max_outbound_buffer,
         )
+        if SOCKET_LIMIT.on:
+            limit_hit(self._socket, "slow_consumer", True, self.name)
         self.close(1013, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------
