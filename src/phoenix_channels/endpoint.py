@@ -139,6 +139,10 @@ class Endpoint:
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
+    * ``metrics_path``: serve Prometheus metrics at this path, e.g.
+      ``"/metrics"`` (off: ``None``; needs ``phoenix-channels[prometheus]``;
+      see docs/telemetry.md). ``endpoint.metrics`` is the
+      :class:`~phoenix_channels.metrics.PrometheusMetrics`.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Endpoint:
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
+        metrics_path: str | None = None,
     ) -> None:
         if not sockets:
             raise ConfigurationError(
@@ -222,6 +227,12 @@ class Endpoint:
         self._sweeper: asyncio.Task[None] | None = None
         self._inner_lifespan: _Lifespan | None = None
         self._services: list[Service] = []
+        self.metrics_path = metrics_path
+        self.metrics: Any = None
+        if metrics_path is not None:
+            from .metrics import install
+
+            self.metrics = install(self, metrics_path)
 
     def add_service(self, service: Service) -> None:
         """Run ``service.start()`` when the endpoint starts (after PubSub), and
@@ -500,6 +511,9 @@ class Endpoint:
             return
         elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
             await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
+            return
+        elif kind == "http" and path == self.metrics_path and self.metrics is not None:
+            await self.metrics.serve(scope, receive, send)
             return
         elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")

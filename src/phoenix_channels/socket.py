@@ -18,7 +18,7 @@ from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
 from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
 from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
-from .telemetry import SOCKET_LIMIT, SOCKET_RECEIVE, SOCKET_SEND, limit_hit, size_of
+from .telemetry import SOCKET_LIMIT, SOCKET_RECEIVE, SOCKET_SEND, limit_hit, receive_event, size_of
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -164,7 +164,7 @@ class Socket:
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
         if SOCKET_RECEIVE.on:
-            SOCKET_RECEIVE.emit({"bytes": len(data)}, {"socket": self, "binary": binary})
+            receive_event(self, data, binary)
         try:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
@@ -334,7 +334,9 @@ class Socket:
         if transport is not None:
             transport.send(item)
             if SOCKET_SEND.on:
-                SOCKET_SEND.emit({"bytes": size_of(item)}, {"socket": self})
+                SOCKET_SEND.emit(
+                    {"bytes": size_of(item)}, {"socket": self, "transport": transport.name}
+                )
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":

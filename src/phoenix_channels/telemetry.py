@@ -348,3 +348,11 @@ def presence_diff(presence: Any, diff: Any) -> None:
         {"joins": len(diff.joins), "leaves": len(diff.leaves)},
         {"presence": presence, "topic": diff.topic},
     )
+
+
+def receive_event(sock: Any, data: bytes, binary: bool) -> None:
+    """Emit ``socket.receive`` for one inbound message."""
+    SOCKET_RECEIVE.emit(
+        {"bytes": len(data)},
+        {"socket": sock, "transport": getattr(sock.transport, "name", None), "binary": binary},
+    )
