@@ -83,11 +83,18 @@ class _Slot:
 
 
 def serve_workers(
-    spec: str, workers: int, host: str, port: int, log_level: str, grace: float
+    spec: str,
+    workers: int,
+    host: str,
+    port: int,
+    log_level: str,
+    grace: float,
+    on_exit: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``workers`` processes serving ``spec`` on ``host:port`` until stopped; exit status.
 
     ``grace``: how long the workers get to drain after SIGTERM before they are killed.
+    ``on_exit(pid)`` is called once for each worker that ended (metrics clean up after it).
     """
     if not sys.platform.startswith("linux"):
         log.warning(
@@ -166,6 +173,8 @@ def serve_workers(
                     alive += 1
                     continue
                 slot.process = None
+                if on_exit is not None:
+                    on_exit(proc.pid)
                 if stopping:
                     continue
                 lived = now - slot.started

@@ -134,16 +134,25 @@ def main(argv: list[str] | None = None) -> None:
                 "others. Give the Endpoint pubsub=PubSub.redis(url) or PubSub.nats(url), or "
                 "run one worker.\n",
             )
-        raise SystemExit(
-            serve_workers(
+        metrics_dir = None
+        if getattr(endpoint, "metrics", None) is not None:
+            from .metrics import MultiprocessDir
+
+            metrics_dir = MultiprocessDir()  # the workers' values, summed at each scrape
+        try:
+            status = serve_workers(
                 args.endpoint,
                 args.workers,
                 args.host,
                 args.port,
                 args.log_level,
                 grace=endpoint.drain_timeout + 10,
+                on_exit=metrics_dir.worker_exited if metrics_dir is not None else None,
             )
-        )
+        finally:
+            if metrics_dir is not None:
+                metrics_dir.close()
+        raise SystemExit(status)
     serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port)
 
 

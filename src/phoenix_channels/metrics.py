@@ -30,6 +30,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -44,7 +46,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "Prometheus metrics need prometheus_client: pip install 'phoenix-channels[prometheus]'"
     ) from exc
 
-__all__ = ["LATENCY_BUCKETS", "PrometheusMetrics", "install", "multiprocess_dir"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MultiprocessDir",
+    "PrometheusMetrics",
+    "install",
+    "multiprocess_dir",
+]
 
 log = logging.getLogger("phoenix_channels.metrics")
 
@@ -356,3 +364,38 @@ def install(endpoint: Any, path: str | None = None) -> PrometheusMetrics:
     metrics = PrometheusMetrics()
     endpoint.add_service(metrics)
     return metrics
+
+
+class MultiprocessDir:
+    """The ``PROMETHEUS_MULTIPROC_DIR`` of ``serve --workers``, made by the supervisor.
+
+    Sets the variable (inherited by the workers, which must not have
+    imported ``prometheus_client`` before: they are fresh processes) to a
+    new temporary directory, or empties the one already set (files of an
+    earlier run would add their counts). ``worker_exited(pid)`` removes a
+    dead worker's live gauges; ``close()`` removes a directory it made.
+    """
+
+    def __init__(self) -> None:
+        existing = multiprocess_dir()
+        self.created = existing is None
+        if existing is None:
+            self.path = tempfile.mkdtemp(prefix="phoenix-channels-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.path
+        else:
+            self.path = existing
+            os.makedirs(existing, exist_ok=True)
+            for name in os.listdir(existing):
+                if name.endswith(".db"):
+                    os.remove(os.path.join(existing, name))
+        log.info("metrics of the workers are kept in %s", self.path)
+
+    def worker_exited(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
