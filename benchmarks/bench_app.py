@@ -6,6 +6,12 @@ subscriber of the topic (the sender included).
 
 Fast path: ``python -m phoenix_channels serve benchmarks.bench_app:endpoint``;
 ASGI path: ``python -m uvicorn benchmarks.bench_app:endpoint ...``.
+
+Observability variants (the ``ours-telemetry`` and ``ours-prometheus``
+servers of ``run.py``), built only when asked for:
+``bench_app:endpoint_telemetry`` has a no-op handler attached to every
+telemetry event; ``bench_app:endpoint_prometheus`` serves Prometheus
+metrics at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -35,3 +41,20 @@ class BenchSocket(Socket):
 
 
 endpoint = Endpoint(sockets={"/socket": BenchSocket}, check_origin=False)
+
+
+def _noop(name: Any, measurements: Any, metadata: Any) -> None:
+    return None
+
+
+def __getattr__(name: str) -> Endpoint:
+    if name == "endpoint_telemetry":
+        from phoenix_channels import telemetry
+
+        telemetry.attach("bench-noop", telemetry.EVENTS, _noop)
+        return Endpoint(sockets={"/socket": BenchSocket}, check_origin=False)
+    if name == "endpoint_prometheus":
+        return Endpoint(
+            sockets={"/socket": BenchSocket}, check_origin=False, metrics_path="/metrics"
+        )
+    raise AttributeError(name)

@@ -196,8 +196,10 @@ async def test_socket_and_channel_events(recorder: Recorder, fast: bool) -> None
     assert (pushed["topic"], pushed["event"], pushed["socket"]) == ("room:1", "pushed", sock)
 
     [(_, fanout, broadcast)] = recorder.of("pubsub", "broadcast")
-    assert fanout == {"subscribers": 1}
+    size = fanout["bytes"]
+    assert fanout == {"subscribers": 1, "deliveries": 1, "bytes": size} and size > 0
     assert (broadcast["topic"], broadcast["event"]) == ("room:1", "shout")
+    assert broadcast["by_transport"] == {"websocket": (1, size)}
 
     leaves = [m["topic"] for *_, m in recorder.of("channel", "leave")]
     assert sorted(leaves) == ["room:1", "room:3"]  # the crash, then the stop
@@ -216,8 +218,10 @@ async def test_socket_and_channel_events(recorder: Recorder, fast: bool) -> None
     assert len(received) == 8 + 30
     assert received[0][1]["bytes"] == len(frame("1", "room:1", "phx_join", {}))
     sent = recorder.of("socket", "send")
-    # replies to 1, 2, 3, 7, 8, the push, the broadcast, phx_error, phx_close, 30 heartbeats
-    assert len(sent) == 39 and all(r[1]["bytes"] > 0 for r in sent)
+    # replies to 1, 2, 3, 7, 8, the push, phx_error, phx_close, 30 heartbeats (the
+    # broadcast's delivery is in pubsub.broadcast)
+    assert len(sent) == 38 and all(r[1]["bytes"] > 0 for r in sent)
+    assert all(r[2] == {"socket": sock, "transport": "websocket"} for r in sent)
 
     [(_, drained, drain_meta)] = recorder.of("endpoint", "drain")
     assert drain_meta == {"endpoint": endpoint}

@@ -166,6 +166,7 @@ class PrometheusMetrics:
         self._out: dict[str | None, list[int]] = {}
         self._broadcasts = 0
         self._deliveries = 0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._handler_id = f"phoenix_channels.metrics.{id(self):x}"
         self._attached = False
         self._flusher: asyncio.Task[None] | None = None
@@ -265,6 +266,14 @@ class PrometheusMetrics:
 
     # -- the handlers -------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: labels() takes a lock and builds a tuple."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _handlers(self) -> dict[telemetry.Event, telemetry.Handler]:
         return {
             telemetry.SOCKET_CONNECT: self._on_connect,
@@ -285,15 +294,15 @@ class PrometheusMetrics:
 
     def _on_connect(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         status = meta["status"]
-        self.connects.labels(
-            meta["transport"], meta["result"], "" if status is None else str(status)
+        self._child(
+            self.connects, meta["transport"], meta["result"], "" if status is None else str(status)
         ).inc()
 
     def _on_open(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.connections.labels(meta["transport"] or "unknown").inc()
+        self._child(self.connections, meta["transport"] or "unknown").inc()
 
     def _on_close(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.connections.labels(meta["transport"] or "unknown").dec()
+        self._child(self.connections, meta["transport"] or "unknown").dec()
 
     def _on_receive(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         transport = meta["transport"]
@@ -312,38 +321,45 @@ class PrometheusMetrics:
         counts[1] += m["bytes"]
 
     def _on_limit(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.limited.labels(meta["limit"], "closed" if meta["closed"] else "refused").inc()
+        self._child(self.limited, meta["limit"], "closed" if meta["closed"] else "refused").inc()
 
     def _on_join(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
-        self.joins.labels(route, meta["result"]).inc()
+        self._child(self.joins, route, meta["result"]).inc()
         if meta["result"] == "ok":
-            self.channels_joined.labels(route).inc()
+            self._child(self.channels_joined, route).inc()
 
     def _on_leave(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.channels_joined.labels(meta["route"] or "unmatched").dec()
+        self._child(self.channels_joined, meta["route"] or "unmatched").dec()
 
     def _on_handle_in(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
-        self.handle_in.labels(route, meta["outcome"]).inc()
-        self.handle_in_duration.labels(route).observe(m["duration"])
+        self._child(self.handle_in, route, meta["outcome"]).inc()
+        self._child(self.handle_in_duration, route).observe(m["duration"])
 
     def _on_broadcast(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self._broadcasts += 1
         self._deliveries += m["subscribers"]
+        out = self._out
+        for transport, (messages, size) in meta["by_transport"].items():
+            counts = out.get(transport)
+            if counts is None:
+                counts = out[transport] = [0, 0]
+            counts[0] += messages
+            counts[1] += size
 
     def _on_publish(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.engine_publish.labels(meta["engine"]).observe(m["duration"])
+        self._child(self.engine_publish, meta["engine"]).observe(m["duration"])
 
     def _on_link_down(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.engine_up.labels(meta["engine"]).set(0)
+        self._child(self.engine_up, meta["engine"]).set(0)
 
     def _on_link_up(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         engine = meta["engine"]
-        self.engine_up.labels(engine).set(1)
+        self._child(self.engine_up, engine).set(1)
         if meta["reconnect"]:
-            self.engine_reconnects.labels(engine).inc()
-            self.engine_downtime.labels(engine).inc(m["gap"])
+            self._child(self.engine_reconnects, engine).inc()
+            self._child(self.engine_downtime, engine).inc(m["gap"])
 
     def _on_presence(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.presence_entries.inc(m["joins"] - m["leaves"])

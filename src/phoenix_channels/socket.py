@@ -288,7 +288,7 @@ class Socket:
             if status == "ok" and encoded:
                 entry.advance("joined")
                 self.endpoint.pubsub.subscribe_fastlane(
-                    msg.topic, channel, self._send, encoder, channel._intercepts
+                    msg.topic, channel, self._deliver, encoder, channel._intercepts
                 )
             else:
                 self._table.remove(entry)
@@ -337,6 +337,12 @@ class Socket:
                 SOCKET_SEND.emit(
                     {"bytes": size_of(item)}, {"socket": self, "transport": transport.name}
                 )
+
+    def _deliver(self, frame: Any) -> None:
+        """A broadcast's ready frame (the fast lane; telemetry counts it per broadcast)."""
+        transport = self.transport
+        if transport is not None:
+            transport.send(frame)
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":

@@ -356,3 +356,44 @@ def receive_event(sock: Any, data: bytes, binary: bool) -> None:
         {"bytes": len(data)},
         {"socket": sock, "transport": getattr(sock.transport, "name", None), "binary": binary},
     )
+
+
+_ENCODER_TRANSPORT = {"asgi": "websocket"}  # frame encoder name -> transport name
+
+
+def broadcast_done(
+    pubsub: Any, message: Any, entries: Iterable[Any], from_: Any, frames: Mapping[Any, Any]
+) -> None:
+    """Emit ``pubsub.broadcast`` after a broadcast was handed to this node's subscribers."""
+    subscribers = 0
+    per_encoder: dict[Any, int] = dict.fromkeys(frames, 0)
+    event = message.event
+    for owner, _target, encoder, intercepts in entries:
+        if owner is from_:
+            continue
+        subscribers += 1
+        # A callback, or a channel's handle_out, is not a frame written here (the
+        # pushes of handle_out are socket.send events).
+        if encoder is not None and (intercepts is None or event not in intercepts):
+            per_encoder[encoder] += 1
+    deliveries = size = 0
+    by_transport: dict[str, tuple[int, int]] = {}
+    for encoder, count in per_encoder.items():
+        frame = frames[encoder]
+        if frame is None or not count:
+            continue
+        n = size_of(frame) * count
+        deliveries += count
+        size += n
+        name = _ENCODER_TRANSPORT.get(encoder.name) or encoder.name.partition("+")[0]
+        before = by_transport.get(name, (0, 0))
+        by_transport[name] = (before[0] + count, before[1] + n)
+    PUBSUB_BROADCAST.emit(
+        {"subscribers": subscribers, "deliveries": deliveries, "bytes": size},
+        {
+            "pubsub": pubsub,
+            "topic": message.topic,
+            "event": message.event,
+            "by_transport": by_transport,
+        },
+    )

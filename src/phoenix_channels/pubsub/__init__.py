@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from ..errors import BroadcastError, ConfigurationError
 from ..protocol.messages import Broadcast
-from ..telemetry import PUBSUB_BROADCAST
+from ..telemetry import PUBSUB_BROADCAST, broadcast_done
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
 
@@ -245,11 +245,6 @@ class PubSub:
         subs = self._topics.get(topic)
         if not subs:
             return
-        if PUBSUB_BROADCAST.on:
-            PUBSUB_BROADCAST.emit(
-                {"subscribers": len(subs) - (from_ is not None and from_ in subs)},
-                {"topic": topic, "event": getattr(message, "event", None), "pubsub": self},
-            )
         if type(message) is not Broadcast:
             for owner, target, _enc, _icp in tuple(subs.values()):
                 if owner is not from_:
@@ -258,7 +253,8 @@ class PubSub:
         # The fast lane: one encoding per encoder, shared by every subscriber.
         frames: dict[Any, Any] = {}
         event = message.event
-        for owner, target, encoder, intercepts in tuple(subs.values()):
+        entries = tuple(subs.values())
+        for owner, target, encoder, intercepts in entries:
             if owner is from_:
                 continue
             if encoder is None:
@@ -271,6 +267,8 @@ class PubSub:
                     frame = frames[encoder] = encoder.broadcast(message)
                 if frame is not None:  # None: this encoder cannot carry it (logged once)
                     target(frame)
+        if PUBSUB_BROADCAST.on:
+            broadcast_done(self, message, entries, from_, frames)
 
 
 class Subscription:
