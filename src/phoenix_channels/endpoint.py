@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from .channel import check_payload
@@ -49,6 +49,9 @@ from .telemetry import (
 )
 from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
 from .transports.rfc6455 import Deflate, negotiate_deflate
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 SocketClass = type[Socket] | type[RawSocket]
 
@@ -143,6 +146,8 @@ class Endpoint:
       ``"/metrics"`` (off: ``None``; needs ``phoenix-channels[prometheus]``;
       see docs/telemetry.md). ``endpoint.metrics`` is the
       :class:`~phoenix_channels.metrics.PrometheusMetrics`.
+    * ``dashboard``: a :class:`~phoenix_channels.dashboard.Dashboard` (off:
+      ``None``): the live dashboard page, behind the guard it is given.
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class Endpoint:
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
         metrics_path: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         if not sockets:
             raise ConfigurationError(
@@ -233,6 +239,9 @@ class Endpoint:
             from .metrics import install
 
             self.metrics = install(self, metrics_path)
+        self.dashboard = dashboard
+        if dashboard is not None:
+            self._websocket_paths[dashboard.path + "/live/websocket"] = dashboard.bind(self)
 
     def add_service(self, service: Service) -> None:
         """Run ``service.start()`` when the endpoint starts (after PubSub), and
@@ -511,6 +520,9 @@ class Endpoint:
             return
         elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
             await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
+            return
+        elif kind == "http" and self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard.serve(scope, receive, send)
             return
         elif kind == "http" and path == self.metrics_path and self.metrics is not None:
             await self.metrics.serve(scope, receive, send)

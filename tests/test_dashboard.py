@@ -1,0 +1,152 @@
+"""The live dashboard in headless Chromium: its numbers follow the server's state,
+its disconnect action closes the chosen socket, and the guard keeps others out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from phoenix_channels import Channel, Endpoint, Presence, Socket
+from phoenix_channels.dashboard import Dashboard, DashboardRequest
+
+from .pubsub.engines import wait_until
+from .support import Server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TOKEN = "let-me-see"
+
+
+class RoomChannel(Channel):
+    async def join(self, topic: str, payload: Any) -> Any:
+        self.send("track")
+        return None
+
+    async def handle_info(self, message: Any) -> None:
+        await presence.track(self, self.socket.params.get("user", "anon"), {})
+
+    async def handle_in(self, event: str, payload: Any) -> Any:
+        await self.broadcast("shout", payload)
+        return None
+
+
+class UserSocket(Socket):
+    channels = {"room:*": RoomChannel}
+
+    def id(self) -> str | None:
+        user = self.params.get("user")
+        return f"user:{user}" if user else None
+
+
+def allowed(request: DashboardRequest) -> bool:
+    return request.params.get("token") == TOKEN
+
+
+dashboard = Dashboard(guard=allowed, interval=0.2)
+endpoint = Endpoint(sockets={"/socket": UserSocket}, check_origin=False, dashboard=dashboard)
+presence = Presence(endpoint)
+
+
+def test_the_guard_is_required() -> None:
+    with pytest.raises(TypeError):
+        Dashboard()  # type: ignore[call-arg]
+
+
+async def test_without_the_guards_approval_nothing() -> None:
+    async with Server(endpoint) as server, httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{server.port}/dashboard"
+        assert (await http.get(base)).status_code == 403
+        assert (await http.get(base + "?token=wrong")).status_code == 403
+        page = await http.get(base + f"?token={TOKEN}")
+        assert page.status_code == 200 and b"/dashboard/dashboard.js" in page.content
+        live = f"ws://127.0.0.1:{server.port}/dashboard/live/websocket?vsn=2.0.0"
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(live):
+                pass
+        assert refused.value.response.status_code == 403
+        async with websockets.connect(live + f"&token={TOKEN}") as ws:
+            await ws.send(json.dumps(["1", "1", "dashboard:live", "phx_join", {}]))
+            assert json.loads(await ws.recv())[4]["status"] == "ok"
+        # The public scripts: the official client with its license, the page's code.
+        client = await http.get(base + "/phoenix.mjs")
+        assert client.status_code == 200 and b"MIT License" in client.content
+        assert (await http.get(base + "/dashboard.js")).status_code == 200
+
+
+async def connect(server: Server, user: str, topic: str) -> Any:
+    ws = await websockets.connect(server.url + f"?vsn=2.0.0&user={user}")
+    await ws.send(json.dumps(["1", "1", topic, "phx_join", {}]))
+    assert json.loads(await ws.recv())[4]["status"] == "ok"
+    return ws
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+async def test_the_page_follows_the_server() -> None:
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    collector = dashboard.collector
+    assert collector is not None
+    async with Server(endpoint) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        clients: list[Any] = []
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            await page.goto(f"http://127.0.0.1:{server.port}/dashboard?token={TOKEN}")
+            await page.wait_for_selector("body[data-joined]", timeout=10000)
+
+            async def shows(connections: int) -> None:
+                assert len(collector.sockets) == connections  # the page's own socket included
+                await page.wait_for_selector(
+                    f"body[data-connections='{connections}']", timeout=10000
+                )
+
+            await shows(1)
+            for n, topic in enumerate(["room:lobby", "room:lobby", "room:lobby", "room:2"]):
+                clients.append(await connect(server, f"u{n}", topic))
+            await shows(5)
+            for _ in range(20):
+                await clients[0].send(json.dumps(["1", "2", "room:lobby", "shout", {"n": 1}]))
+            await page.wait_for_selector("#by-subscribers td:text-is('room:lobby')")
+            row = page.locator("#by-subscribers tr", has_text="room:lobby")
+            assert await row.locator("td.n").inner_text() == "3"
+            await page.wait_for_selector("#presence td:text-is('room:lobby')")
+            await page.wait_for_selector("#by-rate td:text-is('room:lobby')")
+            subscribed = await page.locator("#by-subscribers td:not(.n)").all_inner_texts()
+            assert sorted(subscribed) == ["dashboard:live", "room:2", "room:lobby"]
+            updates = int(await page.get_attribute("body", "data-updates") or 0)
+            await page.wait_for_function(
+                f"Number(document.body.dataset.updates) >= {updates + 10}", timeout=10000
+            )
+            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            await clients.pop().close()
+            await shows(4)
+
+            victim = clients[1]
+            [sid] = [s for s, (sock, _, _) in collector.sockets.items() if sock._id == "user:u1"]
+            await page.click(f"#sockets tr:has(td:text-is('{sid}')) button")
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionClosed):
+                    while True:  # read what it was sent, up to the close
+                        await victim.recv()
+            assert victim.close_code == 1000
+            await shows(3)
+            await page.wait_for_selector(f"#sockets td:text-is('{sid}')", state="detached")
+        finally:
+            for ws in clients:
+                await ws.close()
+            await browser.close()
+    await wait_until(lambda: not collector.sockets, "every socket closed")
