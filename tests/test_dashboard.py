@@ -150,3 +150,17 @@ async def test_the_page_follows_the_server() -> None:
                 await ws.close()
             await browser.close()
     await wait_until(lambda: not collector.sockets, "every socket closed")
+
+
+async def test_the_readme_example() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Dashboard(" in b]
+    names: dict[str, Any] = {"Endpoint": Endpoint, "UserSocket": UserSocket}
+    names["DASHBOARD_TOKEN"] = "from-the-readme"
+    exec(compile(block, "README.md", "exec"), names)
+    async with Server(names["endpoint"]) as server, httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{server.port}/dashboard"
+        assert (await http.get(url)).status_code == 403
+        assert (await http.get(url + "?token=from-the-readme")).status_code == 200

@@ -147,6 +147,7 @@ async def test_a_scripted_session_shows_exact_counts() -> None:
             for _ in range(2000):  # 32 MiB at most; the 64 KiB buffer overflows long before
                 await endpoint.broadcast("room:slow", "blob", {"b": blob})
                 broadcasts += 1
+                metrics.flush()
                 closed = metrics.registry.get_sample_value(
                     "phoenix_channels_limited_total",
                     {"limit": "slow_consumer", "action": "closed"},
@@ -186,6 +187,9 @@ async def test_a_scripted_session_shows_exact_counts() -> None:
     assert value("handle_in_total", route="lobby", outcome="crash") == 1
     assert value("handle_in_duration_seconds_count", route="room:*") == 3
     assert value("handle_in_duration_seconds_count", route="lobby") == 1
+    assert value("handle_in_duration_seconds_bucket", route="room:*", le="+Inf") == 3
+    assert value("handle_in_duration_seconds_bucket", route="room:*", le="10.0") == 3
+    assert value("handle_in_duration_seconds_sum", route="room:*") > 0
     assert value("limited_total", limit="rate", action="refused") == refused
     assert value("limited_total", limit="slow_consumer", action="closed") == 1
 

@@ -2,11 +2,11 @@
 
 :class:`PrometheusMetrics` attaches to :mod:`phoenix_channels.telemetry`
 when the endpoint starts and detaches when it stops; the hot path never
-calls ``prometheus_client`` itself. Per-message counts (messages and bytes
-in and out, broadcast deliveries) are added up in plain ints and moved into
-the Prometheus counters before each scrape of the endpoint's ``/metrics``
-and once a second, so a busy connection pays an int addition per message,
-not a lock.
+calls ``prometheus_client`` itself. Every change (counts, gauge moves,
+histogram observations by bucket) is added up in plain numbers and moved
+into the Prometheus metrics before each scrape of the endpoint's
+``/metrics`` and once a second, so an event costs a dict update, not the
+microsecond and the lock of a ``prometheus_client`` call.
 
 Labels are bounded: transports, route patterns (``"room:*"``, never
 topics), outcomes, limits and engines. Under ``phoenix-channels serve
@@ -27,6 +27,7 @@ Two ways to expose them (see docs/telemetry.md):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -167,6 +168,10 @@ class PrometheusMetrics:
         self._broadcasts = 0
         self._deliveries = 0
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Counter and gauge changes, and histogram observations by bucket, wait here
+        # until the next flush: prometheus_client takes about a microsecond per call.
+        self._deltas: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}
         self._handler_id = f"phoenix_channels.metrics.{id(self):x}"
         self._attached = False
         self._flusher: asyncio.Task[None] | None = None
@@ -209,7 +214,15 @@ class PrometheusMetrics:
             self.flush()
 
     def flush(self) -> None:
-        """Move the per-message counts into the Prometheus counters."""
+        """Move the counts kept since the last flush into the Prometheus metrics."""
+        deltas, self._deltas = self._deltas, {}
+        for (metric, labels), delta in deltas.items():
+            if delta:
+                child = self._child(metric, *labels) if labels else metric
+                child.inc(delta)
+        observed, self._observed = self._observed, {}
+        for (metric, labels), counts in observed.items():
+            _apply_histogram(self._child(metric, *labels), counts)
         pending, self._in = self._in, {}
         for transport, (messages, size) in pending.items():
             label = transport or "unknown"
@@ -266,6 +279,19 @@ class PrometheusMetrics:
 
     # -- the handlers -------------------------------------------------------------------------
 
+    def _add(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
+        key = (metric, labels)
+        self._deltas[key] = self._deltas.get(key, 0) + amount
+
+    def _observe(self, metric: Any, labels: tuple[str, ...], value: float) -> None:
+        key = (metric, labels)
+        counts = self._observed.get(key)
+        if counts is None:
+            # one count per bucket (the last is +Inf), then the sum
+            counts = self._observed[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        counts[-1] += value
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: labels() takes a lock and builds a tuple."""
         key = (id(metric), labels)
@@ -294,15 +320,14 @@ class PrometheusMetrics:
 
     def _on_connect(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         status = meta["status"]
-        self._child(
-            self.connects, meta["transport"], meta["result"], "" if status is None else str(status)
-        ).inc()
+        labels = (meta["transport"], meta["result"], "" if status is None else str(status))
+        self._add(self.connects, labels)
 
     def _on_open(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._child(self.connections, meta["transport"] or "unknown").inc()
+        self._add(self.connections, (meta["transport"] or "unknown",))
 
     def _on_close(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._child(self.connections, meta["transport"] or "unknown").dec()
+        self._add(self.connections, (meta["transport"] or "unknown",), -1)
 
     def _on_receive(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         transport = meta["transport"]
@@ -321,21 +346,21 @@ class PrometheusMetrics:
         counts[1] += m["bytes"]
 
     def _on_limit(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._child(self.limited, meta["limit"], "closed" if meta["closed"] else "refused").inc()
+        self._add(self.limited, (meta["limit"], "closed" if meta["closed"] else "refused"))
 
     def _on_join(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
-        self._child(self.joins, route, meta["result"]).inc()
+        self._add(self.joins, (route, meta["result"]))
         if meta["result"] == "ok":
-            self._child(self.channels_joined, route).inc()
+            self._add(self.channels_joined, (route,))
 
     def _on_leave(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._child(self.channels_joined, meta["route"] or "unmatched").dec()
+        self._add(self.channels_joined, (meta["route"] or "unmatched",), -1)
 
     def _on_handle_in(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
-        self._child(self.handle_in, route, meta["outcome"]).inc()
-        self._child(self.handle_in_duration, route).observe(m["duration"])
+        self._add(self.handle_in, (route, meta["outcome"]))
+        self._observe(self.handle_in_duration, (route,), m["duration"])
 
     def _on_broadcast(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self._broadcasts += 1
@@ -349,7 +374,7 @@ class PrometheusMetrics:
             counts[1] += size
 
     def _on_publish(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._child(self.engine_publish, meta["engine"]).observe(m["duration"])
+        self._observe(self.engine_publish, (meta["engine"],), m["duration"])
 
     def _on_link_down(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self._child(self.engine_up, meta["engine"]).set(0)
@@ -358,15 +383,31 @@ class PrometheusMetrics:
         engine = meta["engine"]
         self._child(self.engine_up, engine).set(1)
         if meta["reconnect"]:
-            self._child(self.engine_reconnects, engine).inc()
-            self._child(self.engine_downtime, engine).inc(m["gap"])
+            self._add(self.engine_reconnects, (engine,))
+            self._add(self.engine_downtime, (engine,), m["gap"])
 
     def _on_presence(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.presence_entries.inc(m["joins"] - m["leaves"])
+        self._add(self.presence_entries, (), m["joins"] - m["leaves"])
 
     def __repr__(self) -> str:
         where = "multiprocess" if multiprocess_dir() else "in-process"
         return f"<PrometheusMetrics {self.namespace} {where} attached={self._attached}>"
+
+
+def _apply_histogram(child: Any, counts: list[float]) -> None:
+    """Add bucket counts and a sum to a histogram child in one go."""
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    if buckets is not None and total is not None and len(buckets) == len(counts) - 1:
+        for bucket, count in zip(buckets, counts, strict=False):
+            if count:
+                bucket.inc(count)
+        total.inc(counts[-1])
+        return
+    # Another prometheus_client layout: replay each observation at its bucket's bound.
+    bounds = (*LATENCY_BUCKETS, float("inf"))
+    for bound, count in zip(bounds, counts, strict=False):
+        for _ in range(int(count)):
+            child.observe(bound if bound != float("inf") else LATENCY_BUCKETS[-1])
 
 
 def install(endpoint: Any, path: str | None = None) -> PrometheusMetrics:
