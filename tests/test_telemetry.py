@@ -325,3 +325,35 @@ async def test_engine_link_and_publish(recorder: Recorder, tmp_path: Path) -> No
     [(_, published, meta)] = recorder.of("pubsub", "publish")
     assert published["duration"] >= 0 and published["bytes"] > 0
     assert meta["topic"] == "room:1" and meta["engine"] == "redis"
+
+
+class PollingSocket(RoomSocket):
+    longpoll = True
+
+
+async def test_long_polling_events(recorder: Recorder) -> None:
+    from phoenix_channels.client import Socket as ClientSocket
+
+    endpoint = Endpoint(sockets={"/socket": PollingSocket}, check_origin=False)
+    async with Server(endpoint) as server:
+        client = ClientSocket(
+            f"ws://127.0.0.1:{server.port}/socket", transport="longpoll", timeout=5.0
+        )
+        async with client:
+            channel = client.channel("room:lp")
+            await channel.join()
+            assert (await channel.push("echo", {"a": 1})).response == {"a": 1}
+            shout = asyncio.ensure_future(channel.push("shout", {"s": 1}))  # no reply
+            await wait_until(lambda: recorder.of("pubsub", "broadcast"), "the broadcast")
+            shout.cancel()
+    await wait_until(lambda: recorder.of("socket", "close"), "the session closed")
+    [(_, _, connect)] = recorder.of("socket", "connect")
+    assert (connect["result"], connect["transport"]) == ("ok", "longpoll")
+    [(_, _, opened)] = recorder.of("socket", "open")
+    assert opened["transport"] == "longpoll"
+    [(_, _, closed)] = recorder.of("socket", "close")
+    assert closed["transport"] == "longpoll"
+    assert {r[2]["transport"] for r in recorder.of("socket", "receive")} == {"longpoll"}
+    assert {r[2]["transport"] for r in recorder.of("socket", "send")} == {"longpoll"}
+    [(_, fanout, broadcast)] = recorder.of("pubsub", "broadcast")
+    assert broadcast["by_transport"] == {"longpoll": (1, fanout["bytes"])}
