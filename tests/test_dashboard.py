@@ -164,3 +164,52 @@ async def test_the_readme_example() -> None:
         url = f"http://127.0.0.1:{server.port}/dashboard"
         assert (await http.get(url)).status_code == 403
         assert (await http.get(url + "?token=from-the-readme")).status_code == 200
+
+
+async def test_three_nodes_see_each_other_and_act_on_each_other() -> None:
+    from phoenix_channels import PubSub
+
+    from .pubsub.engines import shared_url, unique_prefix
+
+    url, prefix = shared_url("redis"), unique_prefix()
+    nodes = []
+    for name in ("n1", "n2", "n3"):
+        board = Dashboard(guard=allowed, interval=0.1)
+        node = Endpoint(
+            sockets={"/socket": UserSocket},
+            check_origin=False,
+            dashboard=board,
+            pubsub=PubSub.redis(url, node_name=name, prefix=prefix),
+        )
+        nodes.append((node, board))
+    servers = [Server(node) for node, _ in nodes]
+    for server in servers:
+        await server.__aenter__()
+    try:
+        collectors = [board.collector for _, board in nodes]
+        assert all(c is not None for c in collectors)
+        await wait_until(
+            lambda: all(set(c.others) == {"n1", "n2", "n3"} for c in collectors),  # type: ignore[union-attr]
+            "every node hears the three",
+        )
+        ws = await connect(servers[2], "far", "room:far")
+        await wait_until(
+            lambda: collectors[0].others["n3"][1]["connections"] == 1,  # type: ignore[union-attr]
+            "n1 sees n3's connection",
+        )
+        [far] = collectors[0].others["n3"][1]["sockets"]  # type: ignore[union-attr]
+        assert far["name"] == "user:far"
+        answer = await collectors[0].command(  # type: ignore[union-attr]
+            "n3", "disconnect", {"node": "n3", "socket": far["id"]}
+        )
+        assert answer.status == "ok"
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()
+        assert ws.close_code == 1000
+        missing = await collectors[0].command("n9", "drain", {"node": "n9"})  # type: ignore[union-attr]
+        assert missing.status == "error"
+    finally:
+        for server in servers:
+            await server.stop()
