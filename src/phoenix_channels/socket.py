@@ -242,13 +242,18 @@ class Socket:
         elif action is Action.LEAVE:
             decision.entry.channel._enqueue("leave", msg)  # type: ignore[union-attr]
         elif action is Action.UNMATCHED:
-            if msg.event == "phx_join":
-                log.warning("ignoring unmatched topic %r", msg.topic)
+            if msg.event == "phx_join" and _first_time(self, "unmatched"):
+                log.warning("ignoring unmatched topic %r (logged once per connection)", msg.topic)
             self._send(encoder.reply(None, msg.ref, msg.topic, "error", _UNMATCHED))
         elif action is Action.LEAVE_UNJOINED:
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", {}))
         elif action is Action.TOO_MANY:
-            log.error("%r refused: %d channels already joined", msg.topic, self.max_channels)
+            if _first_time(self, "too_many"):
+                log.error(
+                    "%r refused: %d channels already joined (logged once per connection)",
+                    msg.topic,
+                    self.max_channels,
+                )
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", _TOO_MANY))
         # Action.STALE: a message for an earlier join of the topic; dropped without reply.
 
@@ -351,6 +356,16 @@ class Socket:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"
+
+
+def _first_time(sock: Socket, what: str) -> bool:
+    """Whether ``what`` is logged for the first time on this connection: a client that
+    repeats a mistake gets one log line, not one per message."""
+    logged: set[str] = sock.__dict__.setdefault("_logged", set())
+    if what in logged:
+        return False
+    logged.add(what)
+    return True
 
 
 def _nested_deeper(value: Any, limit: int) -> bool:
