@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-python test-js test-autobahn lint typecheck bench bootstrap clean
+.PHONY: demo test test-python test-js test-js-run test-autobahn lint typecheck bench bootstrap clean
 
 bootstrap: $(STAMP) tests/js/node_modules/.installed examples/chat/node_modules/.installed
 
@@ -26,7 +26,11 @@ examples/chat/node_modules/.installed: examples/chat/package.json examples/chat/
 demo: bootstrap
 	$(PY) -m phoenix_channels serve examples.chat.app:endpoint --host 127.0.0.1 --port 4000
 
-test: bootstrap test-python test-js
+# The whole run needs nothing from the machine: tests/services.py installs
+# redis-server, nats-server and Chromium when missing (as root) and starts a
+# private Redis and NATS on free ports for pytest and the Node suites.
+test: bootstrap
+	$(PY) -m tests.services -- $(MAKE) --no-print-directory test-python test-js test-autobahn
 
 test-python: $(STAMP)
 	$(PY) -m pytest -q
@@ -37,6 +41,9 @@ test-python: $(STAMP)
 JS_LONGPOLL := $(filter-out tests/js/cluster.test.mjs tests/js/presence.test.mjs,$(wildcard tests/js/*.test.mjs))
 
 test-js: $(STAMP) tests/js/node_modules/.installed
+	$(PY) -m tests.services -- $(MAKE) --no-print-directory test-js-run
+
+test-js-run:
 	PHX_PYTHON=$(abspath $(PY)) PHX_TRANSPORT=websocket node --test tests/js/
 	PHX_PYTHON=$(abspath $(PY)) PHX_TRANSPORT=longpoll node --test $(JS_LONGPOLL)
 

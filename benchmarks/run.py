@@ -261,22 +261,34 @@ async def measure(
     result.echo_cpu_us = (cpu(pid) - c0) / opts.echoes * 1e6
 
 
+def split_server(server: str) -> tuple[str, Path]:
+    """``"ours@/path/to/checkout"`` -> ("ours", that checkout); plain names run this tree.
+
+    Naming another checkout (e.g. a ``git worktree`` of the previous commit)
+    measures the code before and after a change in one interleaved run.
+    """
+    kind, _, tree = server.partition("@")
+    return kind, Path(tree).resolve() if tree else ROOT
+
+
 async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]) -> Result:
     result = Result(server, n)
     port = free_port()
+    kind, tree = split_server(server)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")) if p
+        p for p in (str(tree / "src"), str(tree), env.get("PYTHONPATH")) if p
     )
-    server_log = opts.log_dir / f"{server}-{n}.server.log"
-    client_log = opts.log_dir / f"{server}-{n}.loadgen.log"
+    label = server.replace("/", "_")
+    server_log = opts.log_dir / f"{label}-{n}.server.log"
+    client_log = opts.log_dir / f"{label}-{n}.loadgen.log"
     srv: asyncio.subprocess.Process | None = None
     gen_proc: asyncio.subprocess.Process | None = None
     try:
         with server_log.open("wb") as log:
             srv = await asyncio.create_subprocess_exec(
-                *server_command(server, opts.python, port),
-                cwd=ROOT,
+                *server_command(kind, opts.python, port),
+                cwd=tree,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -302,7 +314,7 @@ async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]
                 "--per-address",
                 str(opts.per_address),
                 cwd=ROOT,
-                env=env,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},  # the same load tool for every tree
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
@@ -442,8 +454,11 @@ def parse_list(text: str, cast: Callable[[str], Any]) -> list[Any]:
 async def main_async(args: argparse.Namespace) -> int:
     servers: list[str] = parse_list(args.servers, str)
     for name in servers:
-        if name not in SERVERS:
+        kind, tree = split_server(name)
+        if kind not in SERVERS:
             raise SystemExit(f"unknown server {name!r}; known: {', '.join(SERVERS)}")
+        if not (tree / "src" / "phoenix_channels").is_dir():
+            raise SystemExit(f"{name!r}: {tree} is not a checkout of this project")
     if "floor" not in servers:
         servers.insert(0, "floor")  # every figure is reported beside the floor
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="phx-bench-"))
@@ -502,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--servers",
         default="floor,ours,ours-asgi,uvicorn-starlette",
-        help=f"comma-separated, from {', '.join(SERVERS)} (floor is always run)",
+        help=f"comma-separated, from {', '.join(SERVERS)} (floor is always run); "
+        "NAME@PATH runs NAME from the checkout at PATH (before/after comparisons)",
     )
     parser.add_argument("--n", default="1000,5000,19500", help="joined connection counts")
     parser.add_argument(

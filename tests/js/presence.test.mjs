@@ -7,8 +7,8 @@
 // broadcast the leaves of its presences after the (short) down period, and
 // its clients reconnect to the surviving nodes and reappear.
 //
-// The multi-node tests need Redis at PHX_TEST_REDIS_URL (default
-// redis://127.0.0.1:6379/0); they skip without it, except with CI=true
+// The multi-node tests need Redis at PHX_TEST_REDIS_URL (`make test` starts a
+// private one; default redis://127.0.0.1:6379/0); they skip without it, except with CI=true
 // where a missing Redis fails them. Each run uses its own channel prefix.
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import re
 import sys
 import uuid
@@ -24,7 +23,6 @@ from tests.support import connect
 from .support import Hub, eventually
 
 DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "presence.md"
-REDIS_URL = os.environ.get("PHX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FAST: dict[str, Any] = {"broadcast_period": 0.05, "down_period": 0.5, "permdown_period": 5.0}
 
 

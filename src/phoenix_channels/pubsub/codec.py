@@ -91,7 +91,8 @@ def _default(value: Any) -> Any:
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+    packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+    return packed
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
