@@ -297,7 +297,11 @@ class Channel(Mailbox):
     async def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "in":
             if CHANNEL_HANDLE_IN.on:
-                await telemetry.handle_in_span(self, value)
+                start, result = telemetry.now(), telemetry.CRASHED
+                try:
+                    result = await self._handle_in(value)
+                finally:
+                    telemetry.handle_in_done(self, value, result, start)
             else:
                 await self._handle_in(value)
         elif kind == "out":
@@ -308,7 +312,8 @@ class Channel(Mailbox):
             await self._outcome(await self.handle_info(value), None, "handle_info")
         elif kind == "join":
             if CHANNEL_JOIN.on:
-                await telemetry.join_span(self, value)
+                start = telemetry.now()
+                telemetry.join_done(self, value, await self._join(value), start)
             else:
                 await self._join(value)
         elif kind == "leave":

@@ -339,13 +339,32 @@ class Endpoint:
         """The Socket class serving WebSocket upgrades at ``path``, if any."""
         return self._websocket_paths.get(path.rstrip("/") or "/")
 
-    async def handshake(self, socket_cls: SocketClass, **request: Any) -> Accepted | Refused:
+    async def handshake(
+        self,
+        socket_cls: SocketClass,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[bytes, bytes]],
+        scheme: str,
+        peer: tuple[str, int] | None,
+        websocket: bool = True,
+    ) -> Accepted | Refused:
         """Decide whether a connection request becomes a socket (see :meth:`_handshake`)."""
-        if not SOCKET_CONNECT.on:
-            return await self._handshake(socket_cls, **request)
-        start = now()
-        outcome = await self._handshake(socket_cls, **request)
-        connect_done(self, socket_cls, request, outcome, start)
+        start = now() if SOCKET_CONNECT.on else 0.0
+        outcome = await self._handshake(
+            socket_cls,
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            scheme=scheme,
+            peer=peer,
+            websocket=websocket,
+        )
+        if start:
+            connect_done(self, socket_cls, path, headers, websocket, outcome, start)
         return outcome
 
     async def _handshake(

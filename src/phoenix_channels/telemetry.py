@@ -234,16 +234,17 @@ def route_of(socket_cls: type, topic: str) -> str | None:
     return None
 
 
-def _trace_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [
-        (key.decode("latin-1"), value.decode("latin-1"))
-        for key, value in headers
-        if key in (b"traceparent", b"tracestate")
-    ]
+_TRACE_HEADERS = frozenset((b"traceparent", b"tracestate"))
 
 
 def connect_done(
-    endpoint: Any, socket_cls: type, request: Mapping[str, Any], outcome: Any, start: float
+    endpoint: Any,
+    socket_cls: type,
+    path: str,
+    headers: Iterable[tuple[bytes, bytes]],
+    websocket: bool,
+    outcome: Any,
+    start: float,
 ) -> None:
     """Emit ``socket.connect`` for one handshake (``outcome``: Accepted or Refused)."""
     sock = getattr(outcome, "socket", None)
@@ -256,10 +257,14 @@ def connect_done(
             "socket": sock,
             "result": "ok" if sock is not None else "error",
             "status": status,
-            "transport": "websocket" if request.get("websocket", True) else "longpoll",
-            "path": request.get("path"),
+            "transport": "websocket" if websocket else "longpoll",
+            "path": path,
             "params": sock.params if sock is not None else None,
-            "trace_context_headers": _trace_headers(request.get("headers", ())),
+            "trace_context_headers": [
+                (key.decode("latin-1"), value.decode("latin-1"))
+                for key, value in headers
+                if key in _TRACE_HEADERS
+            ],
         },
     )
 
@@ -274,20 +279,16 @@ def _channel_meta(channel: Any) -> dict[str, Any]:
     }
 
 
-async def join_span(channel: Any, msg: Any) -> None:
-    """Run a channel's join and emit ``channel.join`` (and later ``channel.leave``)."""
-    start = now()
-    result = "crash"
-    try:
-        result = await channel._join(msg)
-    finally:
-        meta = _channel_meta(channel)
-        meta["result"] = result
-        meta["params"] = msg.payload
-        CHANNEL_JOIN.emit({"duration": now() - start}, meta)
-        if result == "ok":
-            channel.on_stop(_left)
-            channel.__dict__["_telemetry_joined_at"] = now()
+def join_done(channel: Any, msg: Any, result: str, start: float) -> None:
+    """Emit ``channel.join`` for a finished join (and, later, ``channel.leave``)."""
+    end = now()
+    meta = _channel_meta(channel)
+    meta["result"] = result
+    meta["params"] = msg.payload
+    CHANNEL_JOIN.emit({"duration": end - start}, meta)
+    if result == "ok" and CHANNEL_LEAVE.on:
+        channel.__dict__["_telemetry_joined_at"] = end
+        channel.on_stop(_left)
 
 
 def _left(channel: Any) -> None:
@@ -297,25 +298,27 @@ def _left(channel: Any) -> None:
         CHANNEL_LEAVE.emit({"duration": lifetime}, _channel_meta(channel))
 
 
-async def handle_in_span(channel: Any, msg: Any) -> None:
-    """Run one ``handle_in`` and emit ``channel.handle_in`` with its outcome."""
-    start = now()
-    outcome, status = "crash", None
-    try:
-        result = await channel._handle_in(msg)
-        if result is None:
-            outcome = "noreply"
-        elif hasattr(result, "status"):  # a reply
-            outcome, status = "reply", result.status
-        else:  # a stop, maybe with a reply
-            outcome = "stop"
-            status = result.reply.status if result.reply is not None else None
-    finally:
-        meta = _channel_meta(channel)
-        meta["event"] = msg.event
-        meta["outcome"] = outcome
-        meta["status"] = status
-        CHANNEL_HANDLE_IN.emit({"duration": now() - start}, meta)
+CRASHED: Any = object()
+"""What ``handle_in_done`` gets as the result of a ``handle_in`` that raised."""
+
+
+def handle_in_done(channel: Any, msg: Any, result: Any, start: float) -> None:
+    """Emit ``channel.handle_in`` for one finished ``handle_in`` and its outcome."""
+    status = None
+    if result is CRASHED:
+        outcome = "crash"
+    elif result is None:
+        outcome = "noreply"
+    elif hasattr(result, "status"):  # a reply
+        outcome, status = "reply", result.status
+    else:  # a stop, maybe with a reply
+        outcome = "stop"
+        status = result.reply.status if result.reply is not None else None
+    meta = _channel_meta(channel)
+    meta["event"] = msg.event
+    meta["outcome"] = outcome
+    meta["status"] = status
+    CHANNEL_HANDLE_IN.emit({"duration": now() - start}, meta)
 
 
 def limit_hit(socket: Any, limit: str, closed: bool, transport: str | None = None) -> None:
