@@ -213,3 +213,62 @@ async def test_three_nodes_see_each_other_and_act_on_each_other() -> None:
     finally:
         for server in servers:
             await server.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+async def test_the_page_under_load() -> None:
+    """200 clients on one topic and a steady broadcast stream: the page keeps up."""
+    from playwright.async_api import async_playwright
+
+    collector = dashboard.collector
+    assert collector is not None
+    async with Server(endpoint) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        clients: list[Any] = []
+        readers: list[asyncio.Future[None]] = []
+        stop = asyncio.Event()
+
+        async def stream() -> None:
+            while not stop.is_set():
+                await endpoint.broadcast("room:load", "tick", {"at": 1})
+                await asyncio.sleep(0.02)
+
+        async def drain(ws: Any) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in ws:
+                    pass
+
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            await page.goto(f"http://127.0.0.1:{server.port}/dashboard?token={TOKEN}")
+            await page.wait_for_selector("body[data-joined]", timeout=10000)
+            for n in range(200):
+                clients.append(await connect(server, f"load{n}", "room:load"))
+            readers.extend(asyncio.ensure_future(drain(ws)) for ws in clients)
+            streamer = asyncio.ensure_future(stream())
+            await page.wait_for_selector("body[data-connections='201']", timeout=15000)
+            assert len(collector.sockets) == 201
+            row = page.locator("#by-subscribers tr", has_text="room:load")
+            await row.wait_for(timeout=10000)
+            assert await row.locator("td.n").inner_text() == "200"
+            await page.wait_for_function(
+                "[...document.querySelectorAll('#nodes td.n')].some("
+                "td => Number(td.textContent.replace(/,/g, '')) > 1000)",
+                timeout=10000,
+            )  # out/s: 200 deliveries per tick, ~50 ticks a second
+            for ws in clients[100:]:
+                await ws.close()
+            await page.wait_for_selector("body[data-connections='101']", timeout=15000)
+            assert len(collector.sockets) == 101
+            stop.set()
+            await streamer
+        finally:
+            stop.set()
+            for ws in clients:
+                await ws.close()
+            await browser.close()
+    for reader in readers:
+        reader.cancel()
