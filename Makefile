@@ -55,6 +55,7 @@ test-autobahn: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src
+	$(PY) tools/check_imports.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

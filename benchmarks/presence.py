@@ -111,7 +111,7 @@ def published(tracker: Tracker, message: dict[str, Any]) -> tuple[int, int]:
     """Bytes and parts a tracker publishes for ``message`` (big ones go in parts)."""
     parts = [message]
     if wire.carries_state(message):
-        parts = wire.pack(message, tracker._shard.ref, 1, tracker.max_message_bytes)
+        parts = wire.pack(message, tracker._shard.replica_id, 1, tracker.max_message_bytes)
     return sum(message_bytes(tracker.topic, p) for p in parts), len(parts)
 
 
@@ -121,7 +121,9 @@ def published(tracker: Tracker, message: dict[str, Any]) -> tuple[int, int]:
 async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     pubsub = make_pubsub(adapter, redis_url, prefix, "bench-a")
-    endpoint = Endpoint(sockets={"/socket": _NoSocket}, pubsub=pubsub)
+    endpoint = Endpoint(
+        sockets={"/socket": _NoSocket}, pubsub=pubsub, secret_key_base="bench-presence-" + "p" * 24
+    )
     slow: dict[str, Any] = {"broadcast_period": 60.0, "permdown_period": 7200.0}
     presence = Presence(endpoint, f"bench{n}", **slow)
     # A second node, to measure what replicating the burst costs and takes.
@@ -199,8 +201,8 @@ async def bench_tracking(n: int, adapter: str, redis_url: str) -> dict[str, Any]
         (churn_hb,) = shard.tick(20.0)
         churn_bytes = published(tracker, churn_hb[1])[0]
         # The full state a new node gets on its first transfer request.
-        snapshot = shard.state.extract(("new-node", 1), {("new-node", 1): 0, shard.ref: 0})
-        ack = wire.encode_transfer_ack(shard.ref, "new-node", 1, snapshot)
+        snapshot = shard.state.extract(("new-node", 1), {("new-node", 1): 0, shard.replica_id: 0})
+        ack = wire.encode_transfer_ack(shard.replica_id, "new-node", 1, snapshot)
         transfer_bytes, transfer_parts = published(tracker, ack)
     finally:
         await other.stop()

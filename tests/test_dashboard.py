@@ -180,6 +180,7 @@ async def test_three_nodes_see_each_other_and_act_on_each_other() -> None:
             check_origin=False,
             dashboard=board,
             pubsub=PubSub.redis(url, node_name=name, prefix=prefix),
+            secret_key_base="dashboard-test-secret-" + "x" * 24,
         )
         nodes.append((node, board))
     servers = [Server(node) for node, _ in nodes]

@@ -69,3 +69,32 @@ async def test_cancelling_the_task_cancels_the_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned == [True]
+
+
+async def test_a_task_nobody_holds_runs_to_its_end_and_its_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    future: asyncio.Future[None] = loop.create_future()
+
+    async def work() -> None:
+        await future
+        raise RuntimeError("failed after waiting")
+
+    try:
+        start(work())  # the caller drops the task
+        gc.collect()
+        future.set_result(None)
+        async with asyncio.timeout(5):
+            while not unhandled and not caplog.records:
+                gc.collect()
+                await asyncio.sleep(0.01)
+    finally:
+        loop.set_exception_handler(previous)
+    assert unhandled == []
+    assert "failed after waiting" in caplog.records[0].getMessage()

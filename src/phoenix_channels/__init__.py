@@ -11,6 +11,7 @@ from .endpoint import Endpoint
 from .errors import (
     BroadcastError,
     ConfigurationError,
+    ConnectionRefused,
     DecodeError,
     EncodeError,
     ExpiredToken,
@@ -40,6 +41,7 @@ __all__ = [
     "Channel",
     "ChannelReply",
     "ConfigurationError",
+    "ConnectionRefused",
     "DecodeError",
     "EncodeError",
     "Endpoint",

@@ -90,6 +90,7 @@ def serve_workers(
     log_level: str,
     grace: float,
     on_exit: Callable[[int], None] | None = None,
+    app_dir: str = ".",
 ) -> int:
     """Run ``workers`` processes serving ``spec`` on ``host:port`` until stopped; exit status.
 
@@ -116,6 +117,8 @@ def serve_workers(
         "--log-level",
         log_level,
         "--reuse-port",
+        "--app-dir",
+        app_dir,
     ]
     preexec: Callable[[], None] | None = (
         _die_with_parent if sys.platform.startswith("linux") else None

@@ -10,26 +10,69 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
-__all__ = ["load_endpoint", "main", "serve"]
+from ._secret import missing_shared_secret
+
+__all__ = ["CommandError", "import_attribute", "load_endpoint", "main", "serve"]
 
 
-def load_endpoint(spec: str) -> Any:
-    """Import ``module:attribute`` (``module`` alone means ``module:endpoint``)."""
+class CommandError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+def import_attribute(spec: str, app_dir: str | None = ".") -> tuple[str, Any]:
+    """``(spec with the attribute spelled out, value)`` for ``module:attribute``.
+
+    ``module`` alone means ``module:endpoint``. ``app_dir`` is put first on
+    ``sys.path`` (uvicorn's ``--app-dir``). A module that cannot be found or a
+    missing attribute raise :class:`CommandError` with one line that says so;
+    an error raised while the module itself imports propagates with its traceback.
+    """
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "endpoint"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise CommandError(f"{spec!r} is not module:attribute (e.g. myapp:endpoint)")
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        # Only the module named on the command line (or a package above it) is our
+        # business; a missing import inside the app keeps its traceback.
+        if missing != module_name and not module_name.startswith(missing + "."):
+            raise
+        raise CommandError(
+            f"could not import module {module_name!r}: no module named {missing!r} in "
+            f"{os.path.abspath(app_dir or '.')} or on sys.path (run from the directory that "
+            "holds it, or give --app-dir)"
+        ) from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise CommandError(
+            f"module {module_name!r} has no attribute {attr!r} (found in "
+            f"{getattr(module, '__file__', module_name)}); name the Endpoint as "
+            f"{module_name}:<attribute>"
+        ) from None
+    return f"{module_name}:{attr}", value
+
+
+def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
+    """The :class:`~phoenix_channels.Endpoint` named by ``module:attribute`` (see
+    :func:`import_attribute`); :class:`CommandError` if it is something else."""
     from .endpoint import Endpoint
 
-    module_name, _, attr = spec.partition(":")
-    if "." not in sys.path and "" not in sys.path:
-        sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
-    try:
-        endpoint = getattr(module, attr or "endpoint")
-    except AttributeError:
-        raise SystemExit(f"{module_name} has no attribute {attr or 'endpoint'!r}") from None
+    name, endpoint = import_attribute(spec, app_dir)
     if not isinstance(endpoint, Endpoint):
-        raise SystemExit(f"{spec} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint")
+        raise CommandError(
+            f"{name} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint"
+        )
     return endpoint
 
 
@@ -97,12 +140,26 @@ def draining_server(config: Any, endpoint: Any) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="phoenix-channels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve an Endpoint on the fast path")
-    run.add_argument("endpoint", help="module:attribute of a phoenix_channels.Endpoint")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=4000)
+    run = commands.add_parser(
+        "serve",
+        help="serve an Endpoint on the fast path",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     run.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "endpoint", help="module:attribute of a phoenix_channels.Endpoint (module alone: :endpoint)"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to bind")
+    run.add_argument("--port", type=int, default=4000, help="port to bind (0: any free port)")
+    run.add_argument(
+        "--app-dir",
+        default=".",
+        help="directory to import the module from (put first on sys.path)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="logging level",
     )
     run.add_argument(
         "--workers",
@@ -118,9 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    endpoint = load_endpoint(args.endpoint)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    try:
+        endpoint = load_endpoint(args.endpoint, args.app_dir)
+    except CommandError as exc:
+        parser.exit(2, f"phoenix-channels: error: {exc}\n")
     if args.workers > 1:
         from ._workers import serve_workers
         from .pubsub import LocalAdapter
@@ -134,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
                 "others. Give the Endpoint pubsub=PubSub.redis(url) or PubSub.nats(url), or "
                 "run one worker.\n",
             )
+    problem = missing_shared_secret(endpoint, workers=args.workers)
+    if problem:
+        parser.exit(2, f"phoenix-channels: error: {problem}\n")
+    if args.workers > 1:
         metrics_dir = None
         if getattr(endpoint, "metrics", None) is not None:
             from .metrics import MultiprocessDir
@@ -147,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.port,
                 args.log_level,
                 grace=endpoint.drain_timeout + 10,
+                app_dir=os.path.abspath(args.app_dir),
                 on_exit=metrics_dir.worker_exited if metrics_dir is not None else None,
             )
         finally:

@@ -239,7 +239,7 @@ _TRACE_HEADERS = frozenset((b"traceparent", b"tracestate"))
 
 def connect_done(
     endpoint: Any,
-    socket_cls: type,
+    socket_cls: Any,
     path: str,
     headers: Iterable[tuple[bytes, bytes]],
     websocket: bool,

@@ -73,7 +73,9 @@ class UserSocket(Socket):
     channels = {"room:*": RoomChannel}
 
 
-endpoint = Endpoint(sockets={"/socket": UserSocket}, pubsub=_pubsub())
+endpoint = Endpoint(
+    sockets={"/socket": UserSocket}, pubsub=_pubsub(), secret_key_base="presence-test-" + "s" * 30
+)
 presence = Presence(
     endpoint,
     broadcast_period=float(os.environ.get("PHX_PRESENCE_BROADCAST_PERIOD", "1.5")),

@@ -36,16 +36,17 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..channel import Channel
 from ..errors import ConfigurationError, UsageError
 from ..telemetry import PRESENCE_DIFF, presence_diff
+from .shard import TrackerArgs
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
 if TYPE_CHECKING:
-    from ..endpoint import Endpoint
+    from ..interfaces import EndpointAPI as Endpoint
 
 __all__ = ["Presence", "group"]
 
@@ -97,9 +98,10 @@ def _coalesce(diffs: list[Diff]) -> tuple[Presences, Presences]:
 class Presence:
     """Presence tracking for the channels of ``endpoint``, replicated across its cluster.
 
-    ``name`` names the tracker (all nodes use the same); ``node_name``, the
-    timing options (``broadcast_period``, ``down_period``, ...) and
-    ``max_message_bytes`` go to the :class:`~phoenix_channels.presence.Tracker`.
+    ``name`` names the tracker (all nodes use the same); ``node_name`` and
+    the tracker's options (``broadcast_period``, ``down_period``, ...,
+    declared in :class:`~phoenix_channels.presence.TrackerOptions`) go to
+    the :class:`~phoenix_channels.presence.Tracker`.
     The tracker starts and stops with the endpoint. ``max_pending_diffs``
     bounds the diffs queued while a custom :meth:`fetch` runs: beyond it, the
     queued diffs of each topic are combined into one (at most one per topic).
@@ -111,33 +113,14 @@ class Presence:
         name: str = "presence",
         *,
         node_name: str | None = None,
-        broadcast_period: float = 1.5,
-        max_silent_periods: int = 10,
-        down_period: float | None = None,
-        permdown_period: float = 1200.0,
-        clock_sample_periods: int = 2,
-        max_delta_sizes: Sequence[int] = (100, 1000, 10_000),
-        permdown_on_shutdown: bool = False,
-        max_message_bytes: int = 512 * 1024,
         max_pending_diffs: int = 10_000,
+        **options: Unpack[TrackerArgs],
     ) -> None:
         if type(max_pending_diffs) is not int or max_pending_diffs < 1:
             raise ConfigurationError("max_pending_diffs must be a positive int")
         self.max_pending_diffs = max_pending_diffs
         self.endpoint = endpoint
-        self.tracker = Tracker(
-            endpoint.pubsub,
-            name,
-            node_name=node_name,
-            broadcast_period=broadcast_period,
-            max_silent_periods=max_silent_periods,
-            down_period=down_period,
-            permdown_period=permdown_period,
-            clock_sample_periods=clock_sample_periods,
-            max_delta_sizes=max_delta_sizes,
-            permdown_on_shutdown=permdown_on_shutdown,
-            max_message_bytes=max_message_bytes,
-        )
+        self.tracker = Tracker(endpoint.pubsub, name, node_name=node_name, **options)
         self._custom_fetch = type(self).fetch is not Presence.fetch
         self._pending: deque[Diff] = deque()
         self._worker: asyncio.Task[None] | None = None

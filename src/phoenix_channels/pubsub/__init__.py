@@ -23,11 +23,12 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from ..errors import BroadcastError, ConfigurationError
 from ..protocol.messages import Broadcast
 from ..telemetry import PUBSUB_BROADCAST, broadcast_done
+from .options import EngineArgs, NatsArgs
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
 
@@ -110,22 +111,23 @@ class PubSub:
         self._started = False
 
     @classmethod
-    def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> PubSub:
+    def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Unpack[EngineArgs]) -> PubSub:
         """A PubSub whose broadcasts reach every node sharing this Redis (see docs/cluster.md).
 
         ``options``: ``node_name``, ``prefix``, ``shards``, ``timeout``,
-        ``max_backoff``, ``health_interval`` (:class:`.redis.RedisAdapter`).
+        ``max_backoff``, ``health_interval``, declared with their defaults in
+        :class:`.options.EngineOptions`.
         """
         from .redis import RedisAdapter
 
         return cls(RedisAdapter(url, **options))
 
     @classmethod
-    def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Any) -> PubSub:
+    def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Unpack[NatsArgs]) -> PubSub:
         """A PubSub whose broadcasts reach every node on this NATS (needs ``[nats]``).
 
         ``options``: those of :meth:`redis`, plus ``connect_options`` for
-        ``nats.connect`` (:class:`.nats.NatsAdapter`).
+        ``nats.connect``, declared in :class:`.options.NatsOptions`.
         """
         from .nats import NatsAdapter
 
