@@ -39,6 +39,7 @@ from typing import Any
 from . import telemetry
 from .channel import Channel, reply
 from .errors import BroadcastError, ConfigurationError
+from .handshake import parse_params
 from .socket import Socket
 
 __all__ = ["Dashboard", "DashboardRequest"]
@@ -161,12 +162,10 @@ class Dashboard:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the page and its scripts (the endpoint routes ``path`` here)."""
-        from .endpoint import _plain_response, parse_params
-
         rest = scope["path"][len(scope.get("root_path", "")) :][len(self.path) :].rstrip("/")
         static = _STATIC.get(rest)
         if static is None:
-            await _plain_response(send, 404, b"not found")
+            await _respond(send, 404, b"not found")
             return
         query = scope.get("query_string", b"").decode("latin-1")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
@@ -175,12 +174,12 @@ class Dashboard:
         # The scripts are public (the JS client, the page's code); the page and its
         # socket, which carries every figure, are behind the guard.
         if not rest and not await self.allows(request):
-            await _plain_response(send, 403, b"forbidden")
+            await _respond(send, 403, b"forbidden")
             return
         body = resources.files("phoenix_channels").joinpath("static", static[0]).read_bytes()
         if not rest:
             body = body.replace(b"DASHBOARD_BASE", self.path.encode())
-        await _plain_response(send, 200, body, static[1])
+        await _respond(send, 200, body, static[1])
 
 
 class Collector:
@@ -397,3 +396,20 @@ class Collector:
         if name == telemetry.PUBSUB_LINK_UP.name and meta["reconnect"]:
             self.engine["gap"] = round(m["gap"], 2)
             self.engine["reconnects"] = self.engine.get("reconnects", 0) + 1
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
