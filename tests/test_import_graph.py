@@ -52,13 +52,6 @@ def test_the_checker_sees_type_only_relative_and_submodule_imports(tmp_path: Pat
     assert "pkg.sub.b -> pkg.c" in checker.describe(cycles[0], graph)
 
 
-def test_the_temporary_allow_list_holds_only_the_client_pair() -> None:
-    # The lead empties it once the client split (branch house-options) is merged.
-    assert {
-        ("phoenix_channels.client.channel", "phoenix_channels.client.socket")
-    } >= _checker().KNOWN_CYCLES_TEMPORARY
-
-
 def test_transports_import_the_package_at_the_top_of_their_files() -> None:
     """No import of our own modules inside a function (they only dodged cycles)."""
     deferred = []

@@ -20,14 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "phoenix_channels"
 
-# Circles known and owned by a branch still in flight. TEMPORARY: the client's
-# channel/socket pair is being split (branch house-options); empty this once
-# that branch is merged. Each entry is the sorted tuple of a circle's modules.
-KNOWN_CYCLES_TEMPORARY: set[tuple[str, ...]] = {
-    ("phoenix_channels.client.channel", "phoenix_channels.client.socket"),
-}
-
-
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -130,13 +122,7 @@ def describe(cycle: list[str], graph: dict[str, set[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     graph = build_graph()
-    found = find_cycles(graph)
-    cycles = [c for c in found if tuple(c) not in KNOWN_CYCLES_TEMPORARY]
-    for known in sorted(KNOWN_CYCLES_TEMPORARY - {tuple(c) for c in found}):
-        print(
-            f"note: {', '.join(known)} no longer form a circle: remove them from "
-            "KNOWN_CYCLES_TEMPORARY"
-        )
+    cycles = find_cycles(graph)
     for cycle in cycles:
         print(describe(cycle, graph))
     if cycles:
@@ -146,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    allowed = len(found) - len(cycles)
-    extra = f" (besides {allowed} known, see KNOWN_CYCLES_TEMPORARY)" if allowed else ""
-    print(f"no import circle among {len(graph)} modules of src/{PACKAGE}{extra}")
+    print(f"no import circle among {len(graph)} modules of src/{PACKAGE}")
     return 0
 
 

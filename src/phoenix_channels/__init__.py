@@ -5,12 +5,13 @@ talks to these servers unchanged. Start with :class:`Channel`,
 :class:`Socket` and :class:`Endpoint`; see the README for a tour.
 """
 
-from . import token
+from . import telemetry, token
 from .channel import Channel, ChannelReply, SocketRef, Stop, reply, stop
 from .endpoint import Endpoint
 from .errors import (
     BroadcastError,
     ConfigurationError,
+    ConnectionRefused,
     DecodeError,
     EncodeError,
     ExpiredToken,
@@ -30,6 +31,7 @@ from .pubsub import LocalAdapter, PubSub, Subscription
 from .raw import RawSocket
 from .socket import Socket
 from .transports.longpoll import LongPoll
+from .typed import InvalidPayload, on
 
 __version__ = "0.1.0"
 
@@ -40,10 +42,12 @@ __all__ = [
     "Channel",
     "ChannelReply",
     "ConfigurationError",
+    "ConnectionRefused",
     "DecodeError",
     "EncodeError",
     "Endpoint",
     "ExpiredToken",
+    "InvalidPayload",
     "InvalidToken",
     "JoinError",
     "LocalAdapter",
@@ -67,7 +71,9 @@ __all__ = [
     "UsageError",
     "WebSocketError",
     "__version__",
+    "on",
     "reply",
     "stop",
+    "telemetry",
     "token",
 ]

@@ -27,11 +27,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ._mailbox import Mailbox
+from . import _contracts, telemetry, typed
+from ._awaitable import DONE, Done, must_await
+from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import JoinError, NotJoinedError, UsageError
 from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
 from .protocol.checks import check_payload as check_payload  # its old home
+from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_PUSH
 
 if TYPE_CHECKING:
     from .transports.base import FrameEncoder, Transport
@@ -122,14 +125,18 @@ class SocketRef:
     def __init__(self, socket: Socket, topic: str, join_ref: Ref, ref: Ref) -> None:
         self.socket, self.topic, self.join_ref, self.ref = socket, topic, join_ref, ref
 
-    async def reply(self, status: str, response: Any = None) -> None:
-        """Send ``phx_reply`` for the original push; a no-op once the connection is gone."""
+    def reply(self, status: str, response: Any = None) -> Done:
+        """Send ``phx_reply`` for the original push; a no-op once the connection is gone.
+
+        Sent when called: ``await ref.reply(...)`` (the documented form) returns at once.
+        """
         value = reply(status, response)
         self.socket._send(
             self.socket._encoder.reply(
                 self.join_ref, self.ref, self.topic, value.status, value.response
             )
         )
+        return DONE
 
 
 class ChannelObserver(Protocol):
@@ -161,6 +168,7 @@ class Channel(Mailbox):
     """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
 
     _intercepts: ClassVar[frozenset[str] | None] = None
+    _typed: ClassVar[typed.Handlers | None] = None
 
     __slots__ = (
         "__dict__",
@@ -178,9 +186,11 @@ class Channel(Mailbox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.CHANNEL_ASYNC, ())
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
+        cls._typed = typed.handlers_of(cls)  # @on(event) handlers, `payloads`: typed.py
         if cls.handle_out is not Channel.handle_out and not cls._intercepts:
             log.warning(
                 "%s defines handle_out but intercepts no event; list the events in "
@@ -256,17 +266,28 @@ class Channel(Mailbox):
         if self._state == _STOPPED:
             raise NotJoinedError(f"{what} on {self.topic!r}: the channel has stopped")
 
-    async def push(self, event: str, payload: Any) -> None:
-        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client."""
+    def push(self, event: str, payload: Any) -> Done:
+        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client.
+
+        Sent when called (a forgotten ``await`` loses nothing); ``await self.push(...)``,
+        the documented form, returns at once.
+        """
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        if CHANNEL_PUSH.on:
+            CHANNEL_PUSH.emit(
+                {}, {"socket": sock, "channel": self, "topic": self.topic, "event": event}
+            )
+        return DONE
 
+    @must_await
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this channel's topic, on every node, this one included."""
         self._check_joined("broadcast")
         await self.socket.endpoint.broadcast(self.topic, event, payload)
 
+    @must_await
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, but this channel's own client does not get it."""
         self._check_joined("broadcast_from")
@@ -281,7 +302,7 @@ class Channel(Mailbox):
 
     def send(self, message: Any) -> None:
         """Queue ``message`` for :meth:`handle_info`, after what is already queued."""
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Queue ``message`` for :meth:`handle_info` in ``delay`` seconds (cancellable)."""
@@ -291,7 +312,7 @@ class Channel(Mailbox):
 
         def fire() -> None:
             timers.discard(handle)
-            self._enqueue("info", message)
+            self._enqueue(INFO, message)
 
         handle = asyncio.get_running_loop().call_later(delay, fire)
         timers.add(handle)
@@ -299,7 +320,7 @@ class Channel(Mailbox):
 
     def stop(self, reason: Any = "normal") -> None:
         """Ask the channel to stop, after the messages already queued."""
-        self._enqueue("stop", reason)
+        self._enqueue(STOP, reason)
 
     def on_stop(self, callback: Callable[[Channel], None]) -> None:
         """Call ``callback(channel)`` once when this channel ends, however it ends.
@@ -329,56 +350,78 @@ class Channel(Mailbox):
     # -- the runtime ----------------------------------------------------------
 
     def _deliver_info(self, message: Any) -> None:
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def _intercepted(self, broadcast: Broadcast) -> None:
-        self._enqueue("out", broadcast)
+        self._enqueue(OUT, broadcast)
 
     def _accepting(self) -> bool:
         return self._state < _TERMINATING
 
     async def _dispatch(self, kind: str, value: Any) -> None:
-        if kind == "in":
-            msg: Message = value
-            self._ref = msg.ref
-            try:
-                result = await self.handle_in(msg.event, msg.payload)
-            finally:
-                self._ref = None
-            await self._outcome(result, msg.ref, "handle_in")
-        elif kind == "out":
+        if kind == IN:
+            if CHANNEL_HANDLE_IN.on:
+                start, result = telemetry.now(), telemetry.CRASHED
+                try:
+                    result = await self._handle_in(value)
+                finally:
+                    telemetry.handle_in_done(self, value, result, start)
+            else:
+                await self._handle_in(value)
+        elif kind == OUT:
             await self._outcome(
                 await self.handle_out(value.event, value.payload), None, "handle_out"
             )
-        elif kind == "info":
+        elif kind == INFO:
             await self._outcome(await self.handle_info(value), None, "handle_info")
-        elif kind == "join":
-            await self._join(value)
-        elif kind == "leave":
+        elif kind == JOIN:
+            if CHANNEL_JOIN.on:
+                start = telemetry.now()
+                telemetry.join_done(self, value, await self._join(value), start)
+            else:
+                await self._join(value)
+        elif kind == LEAVE:
             self.socket._send(
                 self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
             )
             await self._stop("shutdown:left")
-        elif kind == "stop":
+        elif kind == STOP:
             await self._stop(value)
-        elif kind == "close":
+        elif kind == CLOSE:
             await self._finish(value)
+
+    async def _handle_in(self, msg: Message) -> Any:
+        self._ref = msg.ref
+        try:
+            if self._typed is None:
+                result = await self.handle_in(msg.event, msg.payload)
+            else:
+                result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
+        except typed.InvalidPayload as exc:
+            result = reply("error", {"reason": "invalid_payload", "errors": exc.errors})
+        finally:
+            self._ref = None
+        await self._outcome(result, msg.ref, "handle_in")
+        return result
 
     async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
         if result is None:
             return
         if type(result) is ChannelReply:
             if callback != "handle_in":
-                raise UsageError(f"{callback} cannot reply (no client push to answer); use push")
+                raise UsageError(
+                    f"{type(self).__name__}.{callback} returned reply(...), but there is no "
+                    "client push to answer; use await self.push(...), and return stop(...) or None"
+                )
             self._reply(ref, result)
         elif type(result) is Stop:
             if result.reply is not None:
                 self._reply(ref, result.reply)
             await self._stop(result.reason)
         else:
+            allowed = "reply(...), stop(...)" if callback == "handle_in" else "stop(...)"
             raise UsageError(
-                f"{type(self).__name__}.{callback} returned {result!r}; "
-                "return reply(...), stop(...) or None"
+                f"{type(self).__name__}.{callback} returned {result!r}; return {allowed} or None"
             )
 
     def _reply(self, ref: Ref, value: ChannelReply) -> None:
@@ -387,15 +430,18 @@ class Channel(Mailbox):
             sock._encoder.reply(self.join_ref, ref, self.topic, value.status, value.response)
         )
 
-    async def _join(self, msg: Message) -> None:
+    async def _join(self, msg: Message) -> str:
+        """Run join and answer it; returns "ok", "error" (JoinError) or "crash"."""
         sock = self.socket
         try:
-            response = await self.join(msg.topic, msg.payload)
+            response = _contracts.check_join_response(
+                type(self).__name__, await self.join(msg.topic, msg.payload), ChannelReply
+            )
         except JoinError as exc:
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
             await self._finish("shutdown")
-            return
+            return "error"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -404,13 +450,15 @@ class Channel(Mailbox):
                 self.observer.join_crashed(self, exc)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
-            return
+            return "crash"
         # A cluster adapter subscribes this topic on its engine first, so the
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
-        if not sock._join_done(self, msg, "ok", {} if response is None else response):
+        if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
+            return "crash"
+        return "ok"
 
     async def _stop(self, reason: Any) -> None:
         graceful = is_graceful(reason)
@@ -444,7 +492,7 @@ class Channel(Mailbox):
         if observer is not None:
             observer.terminating(self, reason)
         try:
-            await self.terminate(reason)
+            _contracts.check_terminate(type(self).__name__, await self.terminate(reason))  # type: ignore[func-returns-value]
         except Exception as exc:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
             if observer is not None:
@@ -483,7 +531,7 @@ class Channel(Mailbox):
         self._unsubscribe_all()
         if self._mailbox:
             self._mailbox.clear()
-        self._enqueue("close", reason)
+        self._enqueue(CLOSE, reason)
 
     def _kill(self) -> None:
         """End at once, without terminate (a duplicate join replaced this channel)."""

@@ -26,22 +26,29 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Hashable, MutableMapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import handshake as _handshake
 from ._asgi_types import ASGIApp, ASGIReceive, ASGISend, Scope
+from ._awaitable import must_await
+from ._secret import missing_shared_secret
 from .errors import ConfigurationError
 from .handshake import Accepted, Refused
 from .handshake import parse_params as parse_params  # its old home
 from .origin import CheckOrigin, OriginPolicy
 from .protocol import Broadcast
 from .protocol.checks import check_payload
+from .protocol.close_codes import CloseCode
 from .pubsub import PubSub
 from .raw import RawSocket
 from .registry import Connection, ConnectionRegistry
 from .socket import Socket
+from .telemetry import ENDPOINT_DRAIN, SOCKET_CONNECT, connect_done, now
 from .transports.asgi import serve_asgi_websocket
 from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 SocketClass = type[Socket] | type[RawSocket]
 
@@ -73,7 +80,8 @@ class Endpoint:
     * ``compress``: offer permessage-deflate (off).
     * ``secret_key_base``: the secret for tokens (:mod:`phoenix_channels.token`)
       and long-poll sessions; at least 20 bytes. Random per process if not
-      given, which is fine for one process but not for a cluster.
+      given: fine for one process (a restart invalidates its tokens and
+      long-poll sessions), refused at start with a Redis or NATS adapter.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
       with code 1013 (8 MiB).
@@ -83,6 +91,12 @@ class Endpoint:
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
+    * ``metrics_path``: serve Prometheus metrics at this path, e.g.
+      ``"/metrics"`` (off: ``None``; needs ``phoenix-channels[prometheus]``;
+      see docs/telemetry.md). ``endpoint.metrics`` is the
+      :class:`~phoenix_channels.metrics.PrometheusMetrics`.
+    * ``dashboard``: a :class:`~phoenix_channels.dashboard.Dashboard` (off:
+      ``None``): the live dashboard page, behind the guard it is given.
     """
 
     def __init__(
@@ -101,6 +115,8 @@ class Endpoint:
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
+        metrics_path: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         if not sockets:
             raise ConfigurationError(
@@ -165,6 +181,15 @@ class Endpoint:
         self._sweeper: asyncio.Task[None] | None = None
         self._inner_lifespan: _Lifespan | None = None
         self._services: list[Service] = []
+        self.metrics_path = metrics_path
+        self.metrics: Any = None
+        if metrics_path is not None:
+            from .metrics import install
+
+            self.metrics = install(self, metrics_path)
+        self.dashboard = dashboard
+        if dashboard is not None:
+            self._websocket_paths[dashboard.path + "/live/websocket"] = dashboard.bind(self)
 
     def add_service(self, service: Service) -> None:
         """Run ``service.start()`` when the endpoint starts (after PubSub), and
@@ -191,11 +216,13 @@ class Endpoint:
 
     # -- broadcasting -------------------------------------------------------------
 
+    @must_await
     async def broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of ``topic`` on every node."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload))
 
+    @must_await
     async def broadcast_from(self, from_: Hashable, topic: str, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
@@ -212,6 +239,9 @@ class Endpoint:
         """Start PubSub and the idle sweeper (the ASGI lifespan does this for you)."""
         if self._started:
             return
+        problem = missing_shared_secret(self)
+        if problem:
+            raise ConfigurationError(problem)
         self._started = True
         self._draining = None  # a restarted endpoint drains again on its next stop
         await self.pubsub.start()
@@ -246,6 +276,7 @@ class Endpoint:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        started, count = now(), len(self.connections)
         deadline = loop.time() + self.drain_timeout
         while self.registry.connections and loop.time() < deadline:
             for conn in self.registry.take(self.drain_batch_size):
@@ -255,6 +286,11 @@ class Endpoint:
         # Let channel tasks run their terminate callbacks.
         for _ in range(3):
             await asyncio.sleep(0)
+        if ENDPOINT_DRAIN.on:
+            ENDPOINT_DRAIN.emit(
+                {"duration": now() - started, "connections": count - len(self.connections)},
+                {"endpoint": self},
+            )
 
     # -- the handshake ---------------------------------------------------------------------
 
@@ -277,7 +313,8 @@ class Endpoint:
         """Decide whether a connection request becomes a socket (:mod:`.handshake`)."""
         if method == "GET" and not self._started:  # mounted in an app whose lifespan skips us
             await self.start()
-        return await _handshake.handshake(
+        start = now() if SOCKET_CONNECT.on else 0.0
+        outcome = await _handshake.handshake(
             self,
             socket_cls,
             method=method,
@@ -288,6 +325,9 @@ class Endpoint:
             peer=peer,
             websocket=websocket,
         )
+        if start:
+            connect_done(self, socket_cls, path, headers, websocket, outcome, start)
+        return outcome
 
     # -- ASGI ------------------------------------------------------------------------------
 
@@ -305,6 +345,12 @@ class Endpoint:
         elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
             await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
             return
+        elif kind == "http" and self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard.serve(scope, receive, send)
+            return
+        elif kind == "http" and path == self.metrics_path and self.metrics is not None:
+            await self.metrics.serve(scope, receive, send)
+            return
         elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")
             return
@@ -313,7 +359,7 @@ class Endpoint:
         elif kind == "http":
             await _plain_response(send, 404, _NOT_FOUND, b"application/json")
         else:
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
 
     async def _lifespan(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         while True:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 from unittest.mock import ANY
@@ -52,7 +53,7 @@ import orjson
 from .channel import Channel, is_graceful
 from .client.codec import V2_CODEC
 from .endpoint import Endpoint
-from .errors import ConfigurationError, EncodeError, JoinError, UsageError
+from .errors import ConfigurationError, ConnectionRefused, EncodeError, JoinError, UsageError
 from .handshake import NotConnected, connected, socket_id
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
@@ -64,7 +65,7 @@ __all__ = [
     "DEFAULT_REFUTE_TIMEOUT",
     "ChannelCrashed",
     "ChannelTest",
-    "ConnectRefused",
+    "ConnectionRefused",
     "TestChannel",
     "TestSocket",
 ]
@@ -83,8 +84,17 @@ Pattern = Any
 dicts and lists), :data:`ANY`, or a predicate ``lambda value: bool``."""
 
 
-class ConnectRefused(Exception):
-    """``Socket.connect`` refused the connection (the real endpoint answers 403)."""
+def __getattr__(name: str) -> Any:
+    # The old name of ConnectionRefused, kept working (same class) for a while.
+    if name == "ConnectRefused":
+        warnings.warn(
+            "phoenix_channels.testing.ConnectRefused is deprecated; use "
+            "phoenix_channels.errors.ConnectionRefused (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ConnectionRefused
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ChannelCrashed(AssertionError):
@@ -179,7 +189,7 @@ class _Transport:
         self.paused = False
 
     def send(self, item: Any) -> None:
-        self._case._deliver(item)
+        self._case._deliver(item, self._owner)
 
     def close(self, code: int, reason: str) -> None:
         self._owner.closed = (code, reason)
@@ -247,11 +257,15 @@ def _matches(expected: Pattern, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-def _describe(item: Any) -> str:
+def _to(socket: TestSocket | None) -> str:
+    return "" if socket is None else f" to socket #{socket.number}"
+
+
+def _describe(item: Any, to: TestSocket | None = None) -> str:
     if type(item) is Message:
-        return f"push    {item.topic!r} {item.event!r} {item.payload!r}"
+        return f"push    {item.topic!r} {item.event!r} {item.payload!r}{_to(to)}"
     if type(item) is Reply:
-        return f"reply   {item.topic!r} ref={item.ref!r} {item.status!r} {item.response!r}"
+        return f"reply   {item.topic!r} ref={item.ref!r} {item.status!r} {item.response!r}{_to(to)}"
     if type(item) is Broadcast:
         return f"broadcast {item.topic!r} {item.event!r} {item.payload!r}"
     return repr(item)
@@ -329,13 +343,19 @@ class TestChannel:
     async def assert_push(
         self, event: str, payload: Pattern = ANY, *, timeout: float | None = None
     ) -> Message:
-        """:meth:`ChannelTest.assert_push` for this channel's topic."""
-        return await self.case.assert_push(event, payload, topic=self.topic, timeout=timeout)
+        """:meth:`ChannelTest.assert_push` for this channel's topic, sent to this channel's
+        own client (its socket): a push to another socket on the same topic does not match."""
+        return await self.case.assert_push(
+            event, payload, topic=self.topic, socket=self.socket, timeout=timeout
+        )
 
     async def refute_push(
         self, event: str, payload: Pattern = ANY, *, timeout: float | None = None
     ) -> None:
-        await self.case.refute_push(event, payload, topic=self.topic, timeout=timeout)
+        """Fail if this channel's own client gets a matching push within ``timeout``."""
+        await self.case.refute_push(
+            event, payload, topic=self.topic, socket=self.socket, timeout=timeout
+        )
 
     async def assert_stopped(self, reason: Pattern = ANY, *, timeout: float | None = None) -> Any:
         """Wait until the channel ended; returns the ``terminate`` reason (``None`` if
@@ -383,6 +403,8 @@ class TestSocket:
         self.case = case
         self.socket = socket
         self.closed: tuple[int, str] | None = None
+        self.number = len(case._sockets) + 1
+        """This socket's place among the test's sockets (1, 2, ...), shown in failure reports."""
         self.transport = _Transport(case, self)
         socket.channel_factory = case._build_channel
 
@@ -446,7 +468,7 @@ class TestSocket:
     async def close(self, timeout: float = 5.0) -> None:
         """Close the connection: every channel terminates with ``"shutdown:closed"``."""
         channels = [c for c in self.case._channels if c.socket is self and not c.stopped]
-        self.socket.closed("shutdown:closed")
+        self.socket.connection_lost("shutdown:closed")
         for joined in channels:
             try:
                 async with asyncio.timeout(timeout):
@@ -455,8 +477,32 @@ class TestSocket:
                 joined.channel._kill()
                 joined._ended.set()
 
+    async def assert_push(
+        self,
+        event: str,
+        payload: Pattern = ANY,
+        *,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Wait for a push of ``event`` to this socket's client (on any topic, or ``topic``)."""
+        return await self.case.assert_push(
+            event, payload, topic=topic, socket=self, timeout=timeout
+        )
+
+    async def refute_push(
+        self,
+        event: str,
+        payload: Pattern = ANY,
+        *,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Fail if this socket's client gets a matching push within ``timeout``."""
+        await self.case.refute_push(event, payload, topic=topic, socket=self, timeout=timeout)
+
     def __repr__(self) -> str:
-        return f"<TestSocket {type(self.socket).__name__} id={self.id!r}>"
+        return f"<TestSocket #{self.number} {type(self.socket).__name__} id={self.id!r}>"
 
 
 class ChannelTest:
@@ -474,6 +520,7 @@ class ChannelTest:
         self.join_timeout = join_timeout
         self.received: list[Any] = []
         """Items that arrived and no assertion consumed yet, oldest first."""
+        self._recipients: list[TestSocket | None] = []  # beside received: who got each item
         self._refs = itertools.count(1)
         self._arrived: asyncio.Event | None = None
         self._sockets: list[TestSocket] = []
@@ -562,7 +609,8 @@ class ChannelTest:
 
         ``params`` go through JSON (string keys). ``connect_info`` starts with
         every key the real transports provide (empty) and takes yours on top.
-        Raises :class:`ConnectRefused` if ``connect`` does not return True.
+        Raises :class:`~phoenix_channels.errors.ConnectionRefused` if ``connect``
+        returns False (and UsageError if it returns anything but a bool).
         """
         await self.start()
         if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket)):
@@ -580,10 +628,15 @@ class ChannelTest:
         except NotConnected as exc:
             if exc.cause is not None:
                 raise exc.cause from None
-            if exc.stage == "connect":
-                raise ConnectRefused(
+            if exc.stage == "connect" and type(exc.value) is bool:
+                raise ConnectionRefused(
                     f"{socket_cls.__name__}.connect returned {exc.value!r} "
                     f"for params {wire_params!r}"
+                ) from None
+            if exc.stage == "connect":
+                raise UsageError(
+                    f"{socket_cls.__name__}.connect returned {exc.value!r}; return True to "
+                    "accept, False to refuse (a real endpoint answers 403 and logs it)"
                 ) from None
             raise UsageError(
                 f"{socket_cls.__name__}.id returned {exc.value!r}; it must return a str"
@@ -651,16 +704,20 @@ class ChannelTest:
         payload: Pattern = ANY,
         *,
         topic: str | None = None,
+        socket: TestSocket | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Wait for a push (or a broadcast delivered to a joined client) of ``event``.
 
+        It matches a push to any test socket, unless ``socket`` names one
+        (``sock.assert_push(...)`` and ``channel.assert_push(...)`` do).
         Returns the :class:`Message`; consumes it, so the next assertion
         looks for another one.
         """
 
         match = _event_matcher(Message, event, payload, topic)
-        message = cast(Message, await self._take(match, timeout, _call("push", event, payload)))
+        what = _call("push", event, payload) + _to(socket)
+        message = cast(Message, await self._take(match, timeout, what, socket))
         if message.event == PHX_ERROR:
             for joined in self._crashes:
                 if joined.topic == message.topic and joined.join_ref == message.join_ref:
@@ -674,13 +731,16 @@ class ChannelTest:
         payload: Pattern = ANY,
         *,
         topic: str | None = None,
+        socket: TestSocket | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Fail if a matching push arrives within ``timeout`` (0.1 s by default)."""
+        """Fail if a matching push arrives within ``timeout`` (0.1 s by default), to any
+        socket or to ``socket``."""
         await self._refute(
             _event_matcher(Message, event, payload, topic),
             timeout,
-            _call("push", event, payload, verb="refute"),
+            _call("push", event, payload, verb="refute") + _to(socket),
+            socket,
         )
 
     async def assert_reply(
@@ -757,22 +817,37 @@ class ChannelTest:
     def _next_ref(self) -> str:
         return str(next(self._refs))
 
-    def _deliver(self, item: Any) -> None:
+    def _deliver(self, item: Any, to: TestSocket | None = None) -> None:
+        self._recipients_in_step().append(to)
         self.received.append(item)
         self._wake()
+
+    def _recipients_in_step(self) -> list[TestSocket | None]:
+        # A test may edit ``received`` itself; then who got what is unknown.
+        if len(self._recipients) != len(self.received):
+            self._recipients = [None] * len(self.received)
+        return self._recipients
 
     def _wake(self) -> None:
         if self._arrived is not None:
             self._arrived.set()
 
-    def _find(self, match: Callable[[Any], bool]) -> Any:
+    def _find(self, match: Callable[[Any], bool], to: TestSocket | None = None) -> Any:
+        recipients = self._recipients_in_step()
         for index, item in enumerate(self.received):
-            if match(item):
+            if (to is None or recipients[index] is to) and match(item):
                 del self.received[index]
+                del recipients[index]
                 return item
         return None
 
-    async def _take(self, match: Callable[[Any], bool], timeout: float | None, what: str) -> Any:
+    async def _take(
+        self,
+        match: Callable[[Any], bool],
+        timeout: float | None,
+        what: str,
+        to: TestSocket | None = None,
+    ) -> Any:
         limit = DEFAULT_ASSERT_TIMEOUT if timeout is None else timeout
         await self.start()
         arrived = self._arrived
@@ -780,7 +855,7 @@ class ChannelTest:
         try:
             async with asyncio.timeout(limit):
                 while True:
-                    found = self._find(match)
+                    found = self._find(match, to)
                     if found is not None:
                         return found
                     self._check_crashes()
@@ -792,7 +867,13 @@ class ChannelTest:
                 f"{what}: nothing matching arrived within {limit:g} s. " + self._inbox_report()
             ) from None
 
-    async def _refute(self, match: Callable[[Any], bool], timeout: float | None, what: str) -> None:
+    async def _refute(
+        self,
+        match: Callable[[Any], bool],
+        timeout: float | None,
+        what: str,
+        to: TestSocket | None = None,
+    ) -> None:
         limit = DEFAULT_REFUTE_TIMEOUT if timeout is None else timeout
         await self.start()
         arrived = self._arrived
@@ -800,9 +881,9 @@ class ChannelTest:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            for item in self.received:
-                if match(item):
-                    raise AssertionError(f"{what}: it arrived: {_describe(item)}")
+            for item, recipient in zip(self.received, self._recipients_in_step(), strict=True):
+                if (to is None or recipient is to) and match(item):
+                    raise AssertionError(f"{what}: it arrived: {_describe(item, recipient)}")
             self._check_crashes()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -817,7 +898,8 @@ class ChannelTest:
     def _inbox_report(self) -> str:
         if not self.received:
             return "Nothing else arrived either."
-        lines = [_describe(item) for item in self.received[-20:]]
+        pairs = list(zip(self.received, self._recipients_in_step(), strict=True))[-20:]
+        lines = [_describe(item, to) for item, to in pairs]
         more = len(self.received) - len(lines)
         head = f"Arrived and not consumed ({len(self.received)}"
         head += ", the last 20 shown):" if more else "):"

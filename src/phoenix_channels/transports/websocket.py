@@ -39,6 +39,8 @@ from .. import _eager
 from ..errors import WebSocketError
 from ..handshake import Refused, TransportHost
 from ..protocol import V1, V2, Serializer
+from ..protocol.close_codes import CloseCode
+from ..telemetry import SOCKET_LIMIT, limit_hit
 from .base import FrameEncoder, SocketHandler
 from .rfc6455 import (
     OP_BINARY,
@@ -184,7 +186,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.endpoint.registry.closed(self)
         sock, self._socket = self._socket, None
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
 
     def pause_writing(self) -> None:
         # The kernel buffer is full and our own buffer passed the endpoint's
@@ -196,7 +198,9 @@ class WebSocketProtocol(asyncio.Protocol):
             "%d bytes waiting)",
             self.endpoint.max_outbound_buffer,
         )
-        self.close(1013, "slow consumer")
+        if SOCKET_LIMIT.on:
+            limit_hit(self._socket, "slow_consumer", True, self.name)
+        self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------
 
@@ -204,7 +208,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._closing:
             self._transport.write(item)  # type: ignore[union-attr]
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame, then end the connection when the client answers (or soon)."""
         if self._closing or self._transport is None:
             return
@@ -214,7 +218,7 @@ class WebSocketProtocol(asyncio.Protocol):
         sock, self._socket = self._socket, None
         self.endpoint.registry.closed(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
 
     def _fail(self, code: int, reason: str) -> None:
@@ -242,7 +246,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def idle_close(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1001, "idle timeout")
+            sock.close(CloseCode.GOING_AWAY, "idle timeout")
         elif self._parser is None and self._transport is not None:  # no request head in time
             self.endpoint.registry.closed(self)
             self._transport.close()
@@ -250,7 +254,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def drain(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1012, "server restart", "shutdown:draining")
+            sock.close(CloseCode.SERVICE_RESTART, "server restart", "shutdown:draining")
         elif self._parser is None and self._transport is not None:  # still in the handshake
             self._transport.close()
 
@@ -388,7 +392,7 @@ class WebSocketProtocol(asyncio.Protocol):
         protocol.data_received(data)
 
     def _client_closed(self, payload: bytes) -> None:
-        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else 1000
+        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else CloseCode.NORMAL_CLOSURE
         transport = self._transport
         if transport is None:
             return
@@ -398,7 +402,7 @@ class WebSocketProtocol(asyncio.Protocol):
         sock, self._socket = self._socket, None
         self.endpoint.registry.closed(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         transport.close()
 
 
