@@ -278,6 +278,36 @@ class Socket:
     def channel_count(self) -> int:
         return len(self._table.entries)
 
+    # -- internal seams (phoenix_channels.testing uses them) ----------------------------
+
+    @classmethod
+    def route_for(cls, topic: str) -> Route | None:
+        """The ``(channel class, route assigns)`` the ``channels`` routes give ``topic``."""
+        return cls._router.match(topic)
+
+    def end_channel(self, channel: Channel, reason: Any = "shutdown:closed") -> None:
+        """End ``channel`` as if its connection closed (``terminate`` gets ``reason``);
+        nothing is sent to the client."""
+        entry = self._table.entries.get(channel.topic)
+        if entry is not None and entry.channel is channel:
+            self._table.remove(entry)
+        channel._socket_closed(reason)
+
+    def serve_topic(self, topic: str, channel_cls: type[Channel] | None) -> None:
+        """Serve joins of exactly ``topic`` on this connection with ``channel_cls``, whatever
+        the routes say (None: back to the routes). Costs nothing until first used."""
+        table = self._table
+        current = table.router
+        if isinstance(current, _TopicOverrides):
+            overrides = current
+        else:
+            overrides = _TopicOverrides(current)
+            table.router = overrides
+        if channel_cls is None:
+            overrides.topics.pop(topic, None)
+        else:
+            overrides.topics[topic] = (channel_cls, None)
+
     # -- inbound messages -------------------------------------------------------------
 
     def _handle(self, msg: Message) -> None:
@@ -411,6 +441,24 @@ class Socket:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"
+
+
+class _TopicOverrides(Router[Route]):
+    """A socket's routes plus exact topics served by a given channel (``serve_topic``)."""
+
+    __slots__ = ("_inner", "topics")
+
+    def __init__(self, inner: Router[Route]) -> None:
+        super().__init__([])
+        self._inner = inner
+        self.topics: dict[str, Route] = {}
+
+    def match(self, topic: str) -> Route | None:
+        route = self.topics.get(topic)
+        return route if route is not None else self._inner.match(topic)
+
+    def __len__(self) -> int:
+        return len(self._inner)
 
 
 def _first_time(sock: Socket, what: str) -> bool:

@@ -202,25 +202,6 @@ class _Transport:
         self.paused = False
 
 
-class _Router:
-    """The socket's routes plus the test's per-topic ``channel=`` overrides."""
-
-    __slots__ = ("_inner", "overrides")
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.overrides: dict[str, type[Channel]] = {}
-
-    def match(self, topic: str) -> Any:
-        explicit = self.overrides.get(topic)
-        if explicit is not None:
-            return explicit, None
-        return self._inner.match(topic)
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-
 class _Watch:
     """A channel's observer (:class:`~phoenix_channels.channel.ChannelObserver`):
     records how the channel ends (terminate's reason, a crash) and its join's error."""
@@ -346,11 +327,7 @@ class TestChannel:
         A channel that has not stopped within ``timeout`` seconds (a
         ``terminate`` that hangs) is killed.
         """
-        sock = self.socket.socket
-        entry = sock._table.entries.get(self.topic)
-        if entry is not None and entry.channel is self.channel:
-            sock._table.remove(entry)
-        self.channel._socket_closed("shutdown:closed")
+        self.socket.socket.end_channel(self.channel, "shutdown:closed")
         try:
             async with asyncio.timeout(timeout):
                 await self._ended.wait()
@@ -429,8 +406,6 @@ class TestSocket:
         self.number = len(case._sockets) + 1
         """This socket's place among the test's sockets (1, 2, ...), shown in failure reports."""
         self.transport = _Transport(case, self)
-        self._router = _Router(socket._table.router)
-        socket._table.router = self._router  # type: ignore[assignment]
         socket.channel_factory = case._build_channel
 
     @property
@@ -459,8 +434,8 @@ class TestSocket:
         if channel is not None:
             if not (isinstance(channel, type) and issubclass(channel, Channel)):
                 raise UsageError(f"channel must be a Channel subclass, got {channel!r}")
-            self._router.overrides[topic] = channel
-        elif self._router.match(topic) is None:
+            self.socket.serve_topic(topic, channel)
+        elif self.socket.route_for(topic) is None:
             raise UsageError(
                 f"{type(self.socket).__name__}.channels routes no channel for {topic!r}; "
                 "add a route or pass channel=..."
@@ -474,7 +449,8 @@ class TestSocket:
                 f"the reply to joining {topic!r}",
             )
         finally:
-            self._router.overrides.pop(topic, None)
+            if channel is not None:
+                self.socket.serve_topic(topic, None)
         joined = case._joins.pop(ref, None)
         if reply.status != "ok" or joined is None:
             error = JoinError(reply.response)
