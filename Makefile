@@ -55,7 +55,7 @@ test-autobahn: $(STAMP)
 # The core suites on every other supported Python (3.11 is .venv's): one venv per
 # version (.venv-3.12, .venv-3.13), found in pyenv or on PATH as pythonX.Y.
 PYTHON_VERSIONS ?= 3.12 3.13
-CORE_TESTS := tests/protocol tests/test_channel.py tests/transports tests/client/test_core.py \
+CORE_TESTS := tests/protocol tests/test_channel.py tests/test_socket.py tests/test_endpoint.py tests/transports tests/client/test_core.py \
 	tests/test_typed.py tests/test_eager.py tests/test_exports.py tests/apps/test_publisher.py
 
 test-versions:
