@@ -9,6 +9,7 @@ EXPECTED = {
     "RawSocket",
     "LongPoll",
     "Presence", "Tracker", "AlreadyTrackedError", "NotTrackedError",
+    "History", "Position",
 }
 
 

@@ -24,6 +24,7 @@ from .errors import (
     UsageError,
     WebSocketError,
 )
+from .history import History, Position
 from .presence import AlreadyTrackedError, NotTrackedError, Presence, Tracker
 from .protocol import Broadcast, Message, Reply
 from .pubsub import LocalAdapter, PubSub, Subscription
@@ -44,6 +45,7 @@ __all__ = [
     "EncodeError",
     "Endpoint",
     "ExpiredToken",
+    "History",
     "InvalidToken",
     "JoinError",
     "LocalAdapter",
@@ -53,6 +55,7 @@ __all__ = [
     "NotJoinedError",
     "NotTrackedError",
     "PhoenixChannelsError",
+    "Position",
     "Presence",
     "PubSub",
     "RawSocket",

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._mailbox import Mailbox
 from .errors import EncodeError, JoinError, NotJoinedError, UsageError
+from .history import History, Outcome, Position
+from .history.recovery import NOT_ASKED, recover, take_request
 from .protocol import Broadcast, Message, Ref
 
 if TYPE_CHECKING:
@@ -114,6 +116,18 @@ class Channel(Mailbox):
     """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
 
     _intercepts: ClassVar[frozenset[str] | None] = None
+
+    history: ClassVar[History | None] = None
+    """Keep this topic's broadcasts for rejoining clients: ``History(size=100, ttl=300.0)``.
+
+    See ``docs/recovery.md``; ``None`` (the default): no positions, no store.
+    """
+
+    recovery: Position | None = None
+    """In ``join``: the position the client asked to recover from (None if it sent none)."""
+
+    recovered: Outcome | None = None
+    """After a join that asked for recovery: what the client was told."""
 
     __slots__ = (
         "__dict__",
@@ -340,8 +354,11 @@ class Channel(Mailbox):
 
     async def _join(self, msg: Message) -> None:
         sock = self.socket
+        payload, requested = take_request(msg.payload)
+        if requested is not NOT_ASKED and type(requested) is Position:
+            self.recovery = requested
         try:
-            response = await self.join(msg.topic, msg.payload)
+            response = await self.join(msg.topic, payload)
         except JoinError as exc:
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
@@ -360,6 +377,8 @@ class Channel(Mailbox):
         self._state = _JOINED
         if not sock._join_done(self, msg, "ok", {} if response is None else response):
             self._shutdown()
+        elif requested is not NOT_ASKED:
+            await recover(self, requested)
 
     async def _stop(self, reason: Any) -> None:
         graceful = is_graceful(reason)

@@ -32,6 +32,8 @@ from urllib.parse import parse_qsl
 
 from .channel import check_payload
 from .errors import ConfigurationError
+from .history import Position
+from .history.recovery import history_routes
 from .origin import CheckOrigin, OriginPolicy
 from .protocol import Broadcast
 from .pubsub import PubSub
@@ -173,6 +175,7 @@ class Endpoint:
             )
         self.app = app
         self.pubsub = pubsub if pubsub is not None else PubSub()
+        self.pubsub.add_history_routes(history_routes(self._websocket_paths.values()))
         self.origin_policy = OriginPolicy(check_origin, host)
         self.max_frame_size = max_frame_size
         self.compress = compress
@@ -233,6 +236,13 @@ class Endpoint:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload), from_=from_)
+
+    async def history(self, topic: str, after: Position | str | None = None) -> list[Broadcast]:
+        """The stored broadcasts of a topic with history, oldest first (see docs/recovery.md).
+
+        Each has its position in ``ref``; ``after`` keeps only later ones.
+        """
+        return await self.pubsub.history(topic, after)
 
     def local_broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to the subscribers of ``topic`` on this node only."""

@@ -14,6 +14,11 @@ Two kinds of subscription share the registry:
 
 Subscribing the same subscriber to a topic twice keeps one subscription
 (Phoenix delivers duplicates there; we make the mistake impossible).
+
+Topics with history (:mod:`phoenix_channels.history`): :meth:`PubSub.broadcast`
+gets each broadcast's position from the history store before publishing it.
+The policy saying which topics have history is registered by the endpoint
+(:meth:`PubSub.add_history_routes`); without one, broadcasts skip it all.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Protocol
 
-from ..errors import BroadcastError, ConfigurationError
+from ..errors import BroadcastError, ConfigurationError, UsageError
+from ..history import History, HistoryStore, Position
+from ..history.policy import HistoryPolicy
 from ..protocol.messages import Broadcast
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
@@ -107,6 +114,9 @@ class PubSub:
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
         self._started = False
+        self._history: HistoryPolicy | None = None
+        self.history_store: HistoryStore | None = None
+        """Where positions come from and messages are kept, once a topic has history."""
 
     @classmethod
     def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> PubSub:
@@ -171,6 +181,14 @@ class PubSub:
         """
         self._add(topic, owner, (owner, write, encoder, intercepts))
 
+    def subscribe_held(self, topic: str, owner: Hashable, hold: Callable[[Any], None]) -> None:
+        """Give ``owner``'s broadcasts, unencoded, to ``hold`` (a replay runs meanwhile).
+
+        Replaces ``owner``'s fast-lane subscription until :meth:`subscribe_fastlane`
+        restores it; nothing is lost in between.
+        """
+        self._add(topic, owner, (owner, hold, None, None))
+
     def _add(self, topic: str, key: Hashable, entry: _Entry) -> None:
         if type(topic) is not str:
             raise ConfigurationError(f"topic must be a str, got {topic!r}")
@@ -179,6 +197,61 @@ class PubSub:
             subs = self._topics[topic] = {}
             self.adapter.topic_added(topic)
         subs[key] = entry
+
+    # -- history --------------------------------------------------------------
+
+    def add_history_routes(self, routes: list[tuple[str, History | None]]) -> None:
+        """Give positions to broadcasts on topics matching these patterns (the endpoint calls it).
+
+        ``routes``: ``(pattern, History or None)`` in route order; the first
+        matching pattern decides. Makes the adapter's history store if needed.
+        """
+        if self._history is None:
+            policy = HistoryPolicy(routes)
+            if not policy:
+                return
+            self._history = policy
+        else:
+            self._history.extend(routes)
+        if self.history_store is None:
+            make = getattr(self.adapter, "history_store", None)
+            if make is not None:
+                self.history_store = make()
+            elif isinstance(self.adapter, LocalAdapter):
+                from ..history.memory import MemoryHistory
+
+                self.history_store = MemoryHistory()
+            else:
+                raise ConfigurationError(
+                    f"a channel declares history, but the {type(self.adapter).__name__} has no "
+                    "history store; use the local adapter, or set pubsub.history_store"
+                )
+
+    def history_policy(self, topic: str) -> History | None:
+        """The history ``topic`` keeps, or None (no position, nothing stored)."""
+        policy = self._history
+        return None if policy is None else policy(topic)
+
+    async def history(self, topic: str, after: Position | str | None = None) -> list[Broadcast]:
+        """The stored broadcasts of ``topic``, oldest first, each with its position in ``ref``.
+
+        ``after``: only those after this position (of the current epoch; from
+        another epoch, every stored message). Raises :class:`UsageError` if the
+        topic has no history.
+        """
+        history = self.history_policy(topic)
+        store = self.history_store
+        if history is None or store is None:
+            raise UsageError(f"topic {topic!r} has no history; declare `history = History(...)`")
+        if isinstance(after, str):
+            parsed = Position.parse(after)
+            if parsed is None:
+                raise UsageError(f"{after!r} is not a position ('<epoch>:<offset>')")
+            after = parsed
+        found = await store.read(topic, history, 0)
+        if after is None or after.epoch != found.epoch:
+            return found.messages
+        return [m for m in found.messages if Position.parse(m.ref) > after]  # type: ignore[operator]
 
     async def prepare(self, topic: str) -> None:
         """Return once broadcasts on ``topic`` from other nodes will reach this node.
@@ -219,6 +292,10 @@ class PubSub:
         Raises :class:`BroadcastError` if the adapter cannot publish; local
         subscribers then get nothing either, as in Phoenix.
         """
+        if self._history is not None and type(message) is Broadcast:
+            history = self._history(topic)
+            if history is not None:
+                message = await self._position(topic, message, history)
         try:
             await self.adapter.broadcast(topic, message)
         except BroadcastError:
@@ -226,6 +303,16 @@ class PubSub:
         except Exception as exc:  # an adapter's own failure, mapped at the boundary
             raise BroadcastError(f"broadcast on {topic!r} failed: {exc}") from exc
         self.local_broadcast(topic, message, from_=from_)
+
+    async def _position(self, topic: str, message: Broadcast, history: History) -> Broadcast:
+        store = self.history_store
+        assert store is not None  # set with the policy
+        try:
+            return await store.append(topic, message, history)
+        except (BroadcastError, UsageError):
+            raise
+        except Exception as exc:
+            raise BroadcastError(f"storing the broadcast on {topic!r} failed: {exc}") from exc
 
     async def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
         """Deliver to the subscribers of ``topic`` on the node named ``node_name`` only."""

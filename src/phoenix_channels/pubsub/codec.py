@@ -16,7 +16,8 @@ Every message a node publishes on the engine is one byte string::
 * ``body`` is MessagePack of ``[topic, message]``. MessagePack keeps what
   JSON would lose: ``bytes`` stay bytes, ``str`` stays str, integer map keys
   stay integers. Three extension types carry the rest exactly:
-  :class:`~phoenix_channels.Broadcast` (code 1), ``tuple`` (code 2, so a
+  :class:`~phoenix_channels.Broadcast` (code 1; a fourth field, its
+  position, only when it has one), ``tuple`` (code 2, so a
   tuple stays a tuple and can be a map key) and integers beyond 64 bits
   (code 3). Subclasses of the plain types (an ``IntEnum``, an
   ``OrderedDict``) travel as their base type. Anything else (a set, a
@@ -66,7 +67,10 @@ def _default(value: Any) -> Any:
     # (strict_types), and for ints out of the 64-bit range.
     cls = type(value)
     if cls is Broadcast:
-        return msgpack.ExtType(_EXT_BROADCAST, _pack([value.topic, value.event, value.payload]))
+        fields = [value.topic, value.event, value.payload]
+        if value.ref is not None:  # a position (history topics): a fourth field
+            fields.append(value.ref)
+        return msgpack.ExtType(_EXT_BROADCAST, _pack(fields))
     if cls is int:
         size = (value.bit_length() + 8) // 8
         return msgpack.ExtType(_EXT_BIGINT, value.to_bytes(size, "big", signed=True))
@@ -97,8 +101,10 @@ def _pack(value: Any) -> bytes:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_BROADCAST:
         fields = _unpack(data)
-        if type(fields) is not list or len(fields) != 3:
-            raise ValueError("a Broadcast must be [topic, event, payload]")
+        if type(fields) is not list or not 3 <= len(fields) <= 4:
+            raise ValueError("a Broadcast must be [topic, event, payload] or [..., position]")
+        if len(fields) == 4 and type(fields[3]) is not str:
+            raise ValueError("a Broadcast position must be a str")
         return Broadcast(*fields)  # checks that topic and event are str
     if code == _EXT_TUPLE:
         items = _unpack(data)

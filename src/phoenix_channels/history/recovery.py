@@ -1,0 +1,168 @@
+"""Recovery at join: read the client's position, replay what it missed, then go live.
+
+Called by the channel runtime (``channel.py``) at two points of a join:
+
+* :func:`take_request` before the join callback: removes :data:`RECOVER_KEY`
+  from the payload (apps never see it there; ``Channel.recovery`` holds the
+  parsed position instead);
+* :func:`recover` after the ok reply was sent and the channel subscribed.
+
+How :func:`recover` keeps "every missed message, in order, once, before any
+live message": it first swaps the channel's fast-lane subscription for a
+*held* one, so live broadcasts wait in a list; then it reads the store
+(which, for a live broadcast, has stored it before anyone could receive
+it); pushes the :data:`RECOVERY_EVENT`; replays the stored messages after
+the client's offset; hands on the held ones whose offset is past the last
+replayed one (the others were just replayed); and restores the fast lane.
+No await separates the reply and the swap, so no live frame slips ahead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ..protocol.messages import Broadcast
+from . import RECOVER_KEY, RECOVERY_EVENT, History, HistorySlice, Outcome, Position
+
+__all__ = ["NOT_ASKED", "history_routes", "recover", "take_request"]
+
+log = logging.getLogger("phoenix_channels.history")
+
+NOT_ASKED: Any = object()
+"""The client sent no :data:`RECOVER_KEY`: nothing is replayed and no outcome is pushed."""
+
+_INVALID: Any = object()
+
+
+def history_routes(socket_classes: Iterable[type]) -> list[tuple[str, History | None]]:
+    """``(pattern, History or None)`` for every channel route of these Socket classes."""
+    routes: list[tuple[str, History | None]] = []
+    for socket_cls in socket_classes:
+        for pattern, target in dict(getattr(socket_cls, "channels", {}) or {}).items():
+            channel = target[0] if isinstance(target, tuple) else target
+            routes.append((pattern, getattr(channel, "history", None)))
+    return routes
+
+
+def take_request(payload: Any) -> tuple[Any, Any]:
+    """``(payload without the key, requested)``: requested is NOT_ASKED, None or a Position."""
+    if type(payload) is not dict or RECOVER_KEY not in payload:
+        return payload, NOT_ASKED
+    payload = dict(payload)
+    raw = payload.pop(RECOVER_KEY)
+    if raw is None:
+        return payload, None
+    position = Position.parse(raw)
+    return payload, _INVALID if position is None else position
+
+
+def decide(requested: Position | None, found: HistorySlice) -> Outcome:
+    """The outcome for a client at ``requested`` given what the store holds (no I/O)."""
+    if requested is None:
+        return Outcome(False, "no_position", found.position)
+    if requested.epoch != found.epoch:
+        return Outcome(False, "epoch_changed", found.position)
+    if requested.offset > found.top:
+        return Outcome(False, "not_found", found.position)
+    if requested.offset + 1 < found.first:
+        return Outcome(False, "too_old", found.position)
+    return Outcome(True, None, found.position, found.top - requested.offset)
+
+
+async def recover(channel: Any, requested: Any) -> None:
+    """Push the outcome and replay; ``channel`` has just been joined (ok reply sent)."""
+    sock = channel.socket
+    pubsub = sock.endpoint.pubsub
+    topic = channel.topic
+    encoder = sock._encoder
+    history = pubsub.history_policy(topic)
+    if history is None or pubsub.history_store is None:
+        _push_outcome(channel, Outcome(False, "history_off", None))
+        return
+    if requested is _INVALID:
+        requested = Position("invalid", -1)
+        invalid = True
+    else:
+        invalid = False
+    held: list[Any] = []
+    pubsub.subscribe_held(topic, channel, held.append)
+    try:
+        after = None if requested is None else max(requested.offset, 0)
+        try:
+            found = await pubsub.history_store.read(topic, history, after)
+        except Exception:
+            log.exception("reading the history of %r failed", topic)
+            found = None
+        if not channel.joined or sock._closed:
+            return
+        if found is None:
+            outcome = Outcome(False, "not_found", None)
+        elif invalid:
+            outcome = Outcome(False, "invalid_position", found.position)
+        else:
+            outcome = decide(requested, found)
+        replay = found.messages if (found is not None and outcome.recovered) else []
+        last = outcome.position.offset if outcome.recovered and outcome.position else None
+        if not outcome.recovered and held:
+            # Not recovered: the client starts from just before the first held message.
+            first_held = _offset(held[0], outcome.position)
+            if first_held is not None and outcome.position is not None:
+                outcome = Outcome(
+                    False,
+                    outcome.reason,
+                    Position(outcome.position.epoch, min(outcome.position.offset, first_held - 1)),
+                )
+        _push_outcome(channel, outcome)
+        for message in replay:
+            _deliver(channel, sock, encoder, message)
+        epoch = None if outcome.position is None else outcome.position.epoch
+        for message in held:
+            if last is not None and type(message) is Broadcast:
+                offset = _offset(message, outcome.position)
+                if offset is not None and offset <= last and _epoch(message) == epoch:
+                    continue  # replayed already
+            if type(message) is Broadcast:
+                _deliver(channel, sock, encoder, message)
+        held.clear()
+    finally:
+        if channel.joined and not sock._closed:
+            pubsub.subscribe_fastlane(topic, channel, sock._send, encoder, channel._intercepts)
+            # Anything held after the loop above (none: no await since) is lost otherwise.
+            for message in held:
+                if type(message) is Broadcast:
+                    _deliver(channel, sock, encoder, message)
+
+
+def _push_outcome(channel: Any, outcome: Outcome) -> None:
+    channel.recovered = outcome
+    sock = channel.socket
+    sock._send(
+        sock._encoder.push(channel.join_ref, None, channel.topic, RECOVERY_EVENT, outcome.payload())
+    )
+
+
+def _deliver(channel: Any, sock: Any, encoder: Any, message: Broadcast) -> None:
+    intercepts = channel._intercepts
+    if intercepts is not None and message.event in intercepts:
+        channel._intercepted(message)
+        return
+    try:
+        frame = encoder.broadcast(message)
+    except Exception:
+        log.exception("cannot encode a replayed broadcast on %r", message.topic)
+        return
+    if frame is not None:
+        sock._send(frame)
+
+
+def _offset(message: Any, _position: Position | None) -> int | None:
+    ref = getattr(message, "ref", None)
+    pos = Position.parse(ref) if ref is not None else None
+    return None if pos is None else pos.offset
+
+
+def _epoch(message: Broadcast) -> str | None:
+    pos = Position.parse(message.ref) if message.ref is not None else None
+    return None if pos is None else pos.epoch
