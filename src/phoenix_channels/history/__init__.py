@@ -24,6 +24,7 @@ policy only when one was registered, and caches the answer per topic.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -151,8 +152,15 @@ class Outcome:
 class HistoryStore(Protocol):
     """Assigns positions and keeps messages; one per PubSub (memory, Redis, NATS)."""
 
-    async def append(self, topic: str, broadcast: Broadcast, history: History) -> Broadcast:
-        """Store ``broadcast`` and return it with its position in ``ref``."""
+    async def append(
+        self, topic: str, broadcast: Broadcast, history: History, from_: Hashable = None
+    ) -> Broadcast | None:
+        """Store ``broadcast``; return it with its position in ``ref`` for the PubSub to publish.
+
+        A store on a message engine publishes it itself, in the same atomic
+        step, to every node this one included (skipping ``from_`` here), and
+        returns None.
+        """
         ...
 
     async def read(self, topic: str, history: History, after: int | None) -> HistorySlice:

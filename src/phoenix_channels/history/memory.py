@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from itertools import islice
 
@@ -66,7 +66,9 @@ class MemoryHistory:
         record.entries.append((record.offset, now, stored))
         return stored
 
-    async def append(self, topic: str, broadcast: Broadcast, history: History) -> Broadcast:
+    async def append(
+        self, topic: str, broadcast: Broadcast, history: History, from_: Hashable = None
+    ) -> Broadcast:
         return self.append_now(topic, broadcast, history)
 
     async def read(self, topic: str, history: History, after: int | None) -> HistorySlice:

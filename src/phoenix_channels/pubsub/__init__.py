@@ -295,7 +295,10 @@ class PubSub:
         if self._history is not None and type(message) is Broadcast:
             history = self._history(topic)
             if history is not None:
-                message = await self._position(topic, message, history)
+                positioned = await self._position(topic, message, history, from_)
+                if positioned is None:
+                    return  # the store published it to every node, this one included
+                message = positioned
         try:
             await self.adapter.broadcast(topic, message)
         except BroadcastError:
@@ -304,11 +307,13 @@ class PubSub:
             raise BroadcastError(f"broadcast on {topic!r} failed: {exc}") from exc
         self.local_broadcast(topic, message, from_=from_)
 
-    async def _position(self, topic: str, message: Broadcast, history: History) -> Broadcast:
+    async def _position(
+        self, topic: str, message: Broadcast, history: History, from_: Hashable
+    ) -> Broadcast | None:
         store = self.history_store
         assert store is not None  # set with the policy
         try:
-            return await store.append(topic, message, history)
+            return await store.append(topic, message, history, from_)
         except (BroadcastError, UsageError):
             raise
         except Exception as exc:

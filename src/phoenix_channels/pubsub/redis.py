@@ -424,6 +424,12 @@ class RedisAdapter(EngineAdapter):
         await pub.drained(self.timeout)
         await within(pub.command("PUBLISH", channel, data), self.timeout)
 
+    def history_store(self) -> Any:
+        """The store of topics with history (PubSub calls it when a route declares one)."""
+        from ..history.redis import RedisHistory
+
+        return RedisHistory(self)
+
     async def _ping(self) -> None:
         assert self._sub is not None and self._pub is not None
         await asyncio.gather(self._sub.command("PING"), self._pub.command("PING"))
