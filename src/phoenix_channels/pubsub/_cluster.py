@@ -157,6 +157,7 @@ class EngineAdapter:
         self._malformed_unlogged = 0
         self._skips: dict[int, Any] = {}  # token -> subscriber a positioned echo skips
         self._skip_seq = 0
+        self._sequencer: Any = None  # a history Sequencer, on engines without a total order
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -261,9 +262,13 @@ class EngineAdapter:
 
     def topic_added(self, topic: str) -> None:
         self._want(self.channel_for(topic))
+        if self._sequencer is not None:  # what it tracked while unsubscribed is stale
+            self._sequencer.forget(topic)
 
     def topic_removed(self, topic: str) -> None:
         self._unwant(self.channel_for(topic))
+        if self._sequencer is not None:
+            self._sequencer.forget(topic)
 
     async def prepare(self, topic: str) -> None:
         """Return once broadcasts on ``topic`` from other nodes reach this node.
@@ -555,7 +560,10 @@ class EngineAdapter:
         self.stats.delivered += 1
         skip = self._skips.pop(token, None) if token is not None else None
         try:
-            pubsub.local_broadcast(topic, broadcast, from_=skip)
+            if self._sequencer is not None:
+                self._sequencer.feed(topic, broadcast, skip)
+            else:
+                pubsub.local_broadcast(topic, broadcast, from_=skip)
         except Exception:
             self.log.exception("delivering a message on %r from %s failed", topic, self.engine)
 
