@@ -21,10 +21,12 @@ either order, so every node delivers through a :class:`.Sequencer`, which
 restores offset order (and fetches from the stream what a failed node never
 sent on).
 
-**Epochs.** A topic's epoch is made with its first message and copied by
-every later one. When its messages are all gone (aged out, the stream
-deleted, a server restart with memory storage), the next message starts a
-new epoch, so a client holding an older position hears ``epoch_changed``.
+**Epochs.** A topic's epoch is made with its first message (or, when a
+client reads an empty topic, with a stored marker at offset 0, so that the
+first message does not start another one) and copied by every later one.
+When its messages are all gone (aged out, the stream deleted, a server
+restart with memory storage), the next one starts a new epoch, so a client
+holding an older position hears ``epoch_changed``.
 
 **Limits.** The stream keeps, per subject, the largest ``size`` of the
 routes and, in age, the largest ``ttl`` (or forever); a read applies the
@@ -210,13 +212,45 @@ class NatsHistory:
         await self._ensure(history)
         last = await self._last_of(topic)
         if last is None:
-            return HistorySlice("none", 0, 1)
+            last = await self._mark(topic, history)
         _seq, epoch, top = last
         messages = await self._fetch(topic, history) if top > 0 else []
         kept = [m for m in messages if m[0] == epoch and m[1] > top - history.size]
         first = kept[0][1] if kept else top + 1
         replay = [] if after is None else [m[2] for m in kept if m[1] > after]
         return HistorySlice(epoch, top, first, replay)
+
+    async def _mark(self, topic: str, history: History) -> tuple[int, str, int]:
+        """Give an empty topic its epoch: a stored marker at offset 0 (never delivered).
+
+        A client that joined while the topic was empty holds ``<epoch>:0``;
+        without the marker the first message would start another epoch.
+        """
+        from nats.js.errors import APIError, NoStreamResponseError
+
+        for _ in range(_RETRIES):
+            epoch = _new_epoch()
+            headers = {
+                "Nats-Expected-Last-Subject-Sequence": "0",
+                "Phx-Epoch": epoch,
+                "Phx-Offset": "0",
+                "Phx-Time": f"{time.time():.3f}",
+            }
+            try:
+                ack = await self._js().publish(
+                    self._subject(topic), b"", stream=self.stream, headers=headers
+                )
+                return ack.seq, epoch, 0
+            except NoStreamResponseError:
+                self._configured = False
+                await self._ensure(history)
+            except APIError as exc:
+                if exc.err_code != _WRONG_LAST:
+                    raise BroadcastError(f"nats refused a write on {topic!r}: {exc}") from None
+                found = await self._last_of(topic)  # another node marked it first
+                if found is not None:
+                    return found
+        raise BroadcastError(f"too much contention on {topic!r}; try again")
 
     async def _fetch(self, topic: str, history: History) -> list[tuple[str, int, Broadcast]]:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -243,6 +277,8 @@ class NatsHistory:
                     if oldest is not None and float(headers.get("Phx-Time", "0")) < oldest:
                         continue
                     epoch, offset = headers["Phx-Epoch"], int(headers["Phx-Offset"])
+                    if offset == 0:
+                        continue  # the epoch marker of an empty topic
                     _t, stored, _tok = codec.decode_body(msg.data)
                     position = f"{epoch}:{offset}"
                     found.append(
