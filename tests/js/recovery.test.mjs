@@ -5,8 +5,11 @@
 // every missed message once, in order, before newer ones, and the outcome
 // says recovered. Beyond the window (size or age) or after the store lost its
 // history (new epoch), the outcome says why it was not recovered, and nothing
-// is replayed. Runs its own server (tests/js/recovery_app.py).
-import { after, afterEach, before, test } from "node:test";
+// is replayed. Runs its own server (tests/js/recovery_app.py), then three
+// nodes on Redis and three on NATS (engine URLs from PHX_TEST_REDIS_URL /
+// PHX_TEST_NATS_URL), where the client rejoins on a node other than the one
+// it was cut from.
+import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import path from "node:path";
@@ -37,8 +40,8 @@ function name(prefix) {
 }
 
 /** A publisher: a plain client joined to `t` that asks the server to broadcast. */
-async function publisher(t) {
-  const client = await clients.open(server, { params: { user_id: `pub-${uniq}` } });
+async function publisher(t, target = server) {
+  const client = await clients.open(target, { params: { user_id: `pub-${uniq}` } });
   const { channel, join: joined } = await join(client, t);
   assert.equal(joined.status, "ok");
   return {
@@ -55,7 +58,7 @@ async function subscriber(t, { target = server, socketOptions = {} } = {}) {
   const log = new EventLog(`subscriber of ${t}`);
   const channel = recoverable(client.socket, t, {}, { onRecovery: (outcome) => log.push({ type: "outcome", ...outcome }) });
   channel.on("msg", (payload, ref) => log.push({ type: "msg", n: payload.n, ref }));
-  channel.join().receive("ok", () => log.push({ type: "joined" }));
+  channel.join().receive("ok", (resp) => log.push({ type: "joined", node: resp.node }));
   await log.waitFor((e) => e.type === "outcome", "first outcome");
   return { user, client, channel, log };
 }
@@ -211,3 +214,85 @@ test("the store was reset (a new epoch): epoch_changed, nothing replayed", async
   await sub.log.waitFor((e) => e.type === "msg" && e.n === 5, "message 5");
   assert.deepEqual(numbers(sub.log), [1, 2, 5]);
 });
+
+// ---------------------------------------------------------------------------
+// Three nodes on Redis, then on NATS: the client rejoins on another node.
+// ---------------------------------------------------------------------------
+
+const ENGINE_URLS = {
+  redis: process.env.PHX_TEST_REDIS_URL || "redis://127.0.0.1:6379/0",
+  nats: process.env.PHX_TEST_NATS_URL || "nats://127.0.0.1:4222",
+};
+
+function reachable(url) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: hostname, port: Number(port) });
+    const done = (ok) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.once("connect", () => done(true));
+    sock.once("error", () => done(false));
+    sock.setTimeout(1000, () => done(false));
+  });
+}
+
+for (const [engine, url] of Object.entries(ENGINE_URLS)) {
+  const up = await reachable(url);
+  const missing = !up && `${engine} is not running at ${url}`;
+  if (missing && process.env.CI === "true") {
+    test(`three nodes on ${engine}`, () => assert.fail(`cannot run in CI: ${missing}`));
+    continue;
+  }
+  describe(`three nodes on ${engine}`, { skip: missing }, () => {
+    const nodes = [];
+    before(async () => {
+      const env = {
+        PHX_CLUSTER_ENGINE: engine,
+        PHX_CLUSTER_URL: url,
+        PHX_CLUSTER_PREFIX: `rec${process.pid}-${Date.now().toString(36)}-${engine}`,
+      };
+      for (let i = 0; i < 3; i++) nodes.push(await startServer({ app: "tests.js.recovery_app:endpoint", env }));
+    });
+    after(async () => {
+      await clients.closeAll();
+      await Promise.all(nodes.map((n) => n.stop()));
+    });
+
+    test("cut on one node, broadcasts from another, rejoin on a third: recovered", async () => {
+      const t = name("hist");
+      const pub = await publisher(t, nodes[1]);
+      const sub = await subscriber(t, { target: nodes[0] });
+      await pub.publish(1, 3);
+      await sub.log.waitFor((e) => e.type === "msg" && e.n === 3, "message 3");
+      sub.client.socket.endPoint = `${nodes[2].url}/websocket`; // where it reconnects
+      await pub.kick(sub.user, { from: 4, to: 8 });
+      const outcome = await afterRejoin(sub, 8);
+      assert.equal(outcome.recovered, true, JSON.stringify(outcome));
+      assert.equal(outcome.replayed, 5);
+      const joins = sub.log.filter((e) => e.type === "joined");
+      assert.equal(joins.length, 2);
+      assert.notEqual(joins[0].node, joins[1].node, "the rejoin landed on another node");
+      await pub.publish(9, 10);
+      await sub.log.waitFor((e) => e.type === "msg" && e.n === 10, "message 10");
+      assert.deepEqual(numbers(sub.log), range(1, 10));
+    });
+
+    test("the engine's history was lost: epoch_changed on the other node", async () => {
+      const t = name("hist");
+      const pub = await publisher(t, nodes[1]);
+      const sub = await subscriber(t, { target: nodes[0] });
+      await pub.publish(1, 2);
+      await sub.log.waitFor((e) => e.type === "msg" && e.n === 2, "message 2");
+      sub.client.socket.endPoint = `${nodes[2].url}/websocket`;
+      await pub.kick(sub.user, { reset: true, from: 3, to: 4 });
+      const outcomes = await sub.log.waitForCount((e) => e.type === "outcome", 2, "the rejoin's outcome", 15000);
+      assert.equal(outcomes[1].recovered, false);
+      assert.equal(outcomes[1].reason, "epoch_changed");
+      await pub.publish(5, 5);
+      await sub.log.waitFor((e) => e.type === "msg" && e.n === 5, "message 5");
+      assert.deepEqual(numbers(sub.log), [1, 2, 5]);
+    });
+  });
+}

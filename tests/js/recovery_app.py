@@ -10,20 +10,39 @@ keep 20 for one second. Events (pushed by a test's publisher client):
         history store (a new epoch) and publish a..b.
 
 Connect params: ``user_id=X`` gives the socket the id ``user_socket:X``.
+
+The join reply names the node (``{"node": ...}``). For a cluster, set
+``PHX_CLUSTER_ENGINE`` (redis | nats), ``PHX_CLUSTER_URL`` and
+``PHX_CLUSTER_PREFIX`` as for ``tests/cluster/app.py``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from phoenix_channels import Channel, Endpoint, History, LongPoll, Socket, reply
+from phoenix_channels import Channel, Endpoint, History, LongPoll, PubSub, Socket, reply
+
+
+def _pubsub() -> PubSub:
+    engine = os.environ.get("PHX_CLUSTER_ENGINE", "local")
+    url = os.environ.get("PHX_CLUSTER_URL", "")
+    prefix = os.environ.get("PHX_CLUSTER_PREFIX", "phx-test")
+    if engine == "redis":
+        return PubSub.redis(url, prefix=prefix, max_backoff=0.5)
+    if engine == "nats":
+        return PubSub.nats(url, prefix=prefix, max_backoff=0.5)
+    return PubSub()
 
 
 class HistChannel(Channel):
     history = History(size=20, ttl=None)
 
     async def join(self, topic: str, payload: Any) -> Any:
-        return {"asked": None if self.recovery is None else str(self.recovery)}
+        return {
+            "asked": None if self.recovery is None else str(self.recovery),
+            "node": endpoint.pubsub.node_name,
+        }
 
     async def handle_in(self, event: str, payload: Any) -> Any:
         if event == "publish":
@@ -63,4 +82,4 @@ class UserSocket(Socket):
         return f"user_socket:{user_id}" if user_id else None
 
 
-endpoint = Endpoint(sockets={"/socket": UserSocket}, check_origin=False)
+endpoint = Endpoint(sockets={"/socket": UserSocket}, check_origin=False, pubsub=_pubsub())
