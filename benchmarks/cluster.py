@@ -61,8 +61,10 @@ def __getattr__(name: str) -> Any:
     if name != "endpoint":
         raise AttributeError(name)
     if _endpoint is None:
-        from benchmarks.bench_app import BenchSocket
+        from benchmarks.bench_app import BenchSocket, HistoryBenchSocket
         from phoenix_channels import Endpoint, PubSub
+
+        socket_cls = HistoryBenchSocket if os.environ.get("PHX_BENCH_HISTORY") else BenchSocket
 
         engine = os.environ.get("PHX_BENCH_ENGINE", "local")
         url = os.environ.get("PHX_BENCH_URL", "")
@@ -73,7 +75,7 @@ def __getattr__(name: str) -> Any:
             if engine == "nats"
             else PubSub()
         )
-        _endpoint = Endpoint(sockets={"/socket": BenchSocket}, pubsub=pubsub, check_origin=False)
+        _endpoint = Endpoint(sockets={"/socket": socket_cls}, pubsub=pubsub, check_origin=False)
     return _endpoint
 
 
