@@ -266,3 +266,23 @@ def test_positions_parse_strictly() -> None:
     assert str(Position("abc", 12)) == "abc:12"
     for bad in ("12", ":1", "a:", "a:-1", "a:1.5", "a b:1", 12, None, "a:\u0661"):
         assert Position.parse(bad) is None
+
+
+def test_positioned_messages_round_trip_and_refuse_garbage() -> None:
+    from phoenix_channels.pubsub import codec
+
+    head = codec.positioned_head(b"node-a")
+    body = codec.encode_value(["room:1", Broadcast("room:1", "msg", {"n": 1}), 7])
+    data = head + bytes((len(b"e1:5"),)) + b"e1:5" + body
+    topic, broadcast, token = codec.decode_positioned(data, b"node-a")
+    assert (topic, broadcast, token) == ("room:1", Broadcast("room:1", "msg", {"n": 1}, "e1:5"), 7)
+    assert codec.decode_positioned(data, b"node-b")[2] is None  # a token is the sender's only
+    with pytest.raises(codec.MalformedMessage):
+        codec.decode(data, b"node-b")  # never read as a plain broadcast
+    for bad in (data[:5], head + b"\x09e1:5", head + b"\x04e1:5" + b"\xc1"):
+        with pytest.raises(codec.MalformedMessage):
+            codec.decode_positioned(bad, b"node-a")
+    # A Broadcast with a position keeps it across nodes; one without stays as before.
+    assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}, "e1:2"))).ref == "e1:2"
+    assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}))).ref is None
+    )

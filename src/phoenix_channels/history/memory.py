@@ -16,7 +16,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import replace
 from itertools import islice
 
 from ..errors import EncodeError
@@ -62,7 +61,9 @@ class MemoryHistory:
         now = self._clock()
         if history.ttl is not None:
             _expire(record, now - history.ttl)
-        stored = replace(broadcast, ref=f"{self.epoch}:{record.offset}")
+        stored = Broadcast(
+            broadcast.topic, broadcast.event, broadcast.payload, f"{self.epoch}:{record.offset}"
+        )
         record.entries.append((record.offset, now, stored))
         return stored
 
