@@ -285,4 +285,3 @@ def test_positioned_messages_round_trip_and_refuse_garbage() -> None:
     # A Broadcast with a position keeps it across nodes; one without stays as before.
     assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}, "e1:2"))).ref == "e1:2"
     assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}))).ref is None
-    )
