@@ -149,7 +149,7 @@ class Setup:
                 [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
                  "--dir", str(self.logs)]
                 if engine == "redis"
-                else [binary, "-a", HOST, "-p", str(port)]
+                else [binary, "-a", HOST, "-p", str(port), "-js", "-sd", str(self.logs)]
             )  # fmt: skip
             self.engine = await self.spawn(args, f"{engine}.log")
             self.engine_port = port
