@@ -8,12 +8,14 @@ script building the same endpoint) assigns positions on the same topics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import Any
 
-from ..errors import ConfigurationError
-from . import History
+from ..errors import BroadcastError, ConfigurationError, UsageError
+from ..protocol.messages import Broadcast
+from . import History, HistoryStore, Position
 
-__all__ = ["HistoryPolicy"]
+__all__ = ["HistoryPolicy", "append", "read_stored", "store_for"]
 
 _CACHE_LIMIT = 65536  # topics remembered; beyond, the cache starts over (bounded memory)
 
@@ -66,3 +68,49 @@ class HistoryPolicy:
             cache.clear()
         cache[topic] = found
         return found
+
+
+def store_for(adapter: Any) -> HistoryStore:
+    """The history store of a PubSub adapter (its ``history_store()``), or a clear error."""
+    make = getattr(adapter, "history_store", None)
+    if make is None:
+        raise ConfigurationError(
+            f"a channel declares history, but the {type(adapter).__name__} has no history "
+            "store; use the local, Redis or NATS adapter, or set pubsub.history_store"
+        )
+    store: HistoryStore = make()
+    return store
+
+
+async def append(
+    store: HistoryStore | None, topic: str, message: Broadcast, history: History, from_: Hashable
+) -> Broadcast | None:
+    """``store.append``, with the store's own failures mapped to BroadcastError."""
+    assert store is not None  # set with the policy
+    try:
+        return await store.append(topic, message, history, from_)
+    except (BroadcastError, UsageError):
+        raise
+    except Exception as exc:
+        raise BroadcastError(f"storing the broadcast on {topic!r} failed: {exc}") from exc
+
+
+async def read_stored(
+    store: HistoryStore | None,
+    history: History | None,
+    topic: str,
+    after: Position | str | None,
+) -> list[Broadcast]:
+    """What ``PubSub.history`` returns: stored broadcasts after ``after`` (same epoch)."""
+    if history is None or store is None:
+        raise UsageError(f"topic {topic!r} has no history; declare `history = History(...)`")
+    if isinstance(after, str):
+        parsed = Position.parse(after)
+        if parsed is None:
+            raise UsageError(f"{after!r} is not a position ('<epoch>:<offset>')")
+        after = parsed
+    found = await store.read(topic, history, 0)
+    if after is None or after.epoch != found.epoch:
+        return found.messages
+    mark = after.offset
+    return [m for m in found.messages if int((m.ref or ":0").rpartition(":")[2]) > mark]

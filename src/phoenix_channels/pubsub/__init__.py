@@ -30,9 +30,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Protocol
 
-from ..errors import BroadcastError, ConfigurationError, UsageError
+from ..errors import BroadcastError, ConfigurationError
 from ..history import History, HistoryStore, Position
-from ..history.policy import HistoryPolicy
+from ..history.policy import HistoryPolicy, append, read_stored, store_for
 from ..protocol.messages import Broadcast
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
@@ -94,6 +94,12 @@ class LocalAdapter:
 
     def topic_removed(self, topic: str) -> None:
         return None
+
+    def history_store(self) -> HistoryStore:
+        """In memory: one process has the only copy (``history/memory.py``)."""
+        from ..history.memory import MemoryHistory
+
+        return MemoryHistory()
 
 
 # An entry: (owner, target, encoder, intercepts). For plain subscriptions the
@@ -214,18 +220,7 @@ class PubSub:
         else:
             self._history.extend(routes)
         if self.history_store is None:
-            make = getattr(self.adapter, "history_store", None)
-            if make is not None:
-                self.history_store = make()
-            elif isinstance(self.adapter, LocalAdapter):
-                from ..history.memory import MemoryHistory
-
-                self.history_store = MemoryHistory()
-            else:
-                raise ConfigurationError(
-                    f"a channel declares history, but the {type(self.adapter).__name__} has no "
-                    "history store; use the local adapter, or set pubsub.history_store"
-                )
+            self.history_store = store_for(self.adapter)
 
     def history_policy(self, topic: str) -> History | None:
         """The history ``topic`` keeps, or None (no position, nothing stored)."""
@@ -239,19 +234,7 @@ class PubSub:
         another epoch, every stored message). Raises :class:`UsageError` if the
         topic has no history.
         """
-        history = self.history_policy(topic)
-        store = self.history_store
-        if history is None or store is None:
-            raise UsageError(f"topic {topic!r} has no history; declare `history = History(...)`")
-        if isinstance(after, str):
-            parsed = Position.parse(after)
-            if parsed is None:
-                raise UsageError(f"{after!r} is not a position ('<epoch>:<offset>')")
-            after = parsed
-        found = await store.read(topic, history, 0)
-        if after is None or after.epoch != found.epoch:
-            return found.messages
-        return [m for m in found.messages if Position.parse(m.ref) > after]  # type: ignore[operator]
+        return await read_stored(self.history_store, self.history_policy(topic), topic, after)
 
     async def prepare(self, topic: str) -> None:
         """Return once broadcasts on ``topic`` from other nodes will reach this node.
@@ -295,7 +278,7 @@ class PubSub:
         if self._history is not None and type(message) is Broadcast:
             history = self._history(topic)
             if history is not None:
-                positioned = await self._position(topic, message, history, from_)
+                positioned = await append(self.history_store, topic, message, history, from_)
                 if positioned is None:
                     return  # the store published it to every node, this one included
                 message = positioned
@@ -306,18 +289,6 @@ class PubSub:
         except Exception as exc:  # an adapter's own failure, mapped at the boundary
             raise BroadcastError(f"broadcast on {topic!r} failed: {exc}") from exc
         self.local_broadcast(topic, message, from_=from_)
-
-    async def _position(
-        self, topic: str, message: Broadcast, history: History, from_: Hashable
-    ) -> Broadcast | None:
-        store = self.history_store
-        assert store is not None  # set with the policy
-        try:
-            return await store.append(topic, message, history, from_)
-        except (BroadcastError, UsageError):
-            raise
-        except Exception as exc:
-            raise BroadcastError(f"storing the broadcast on {topic!r} failed: {exc}") from exc
 
     async def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
         """Deliver to the subscribers of ``topic`` on the node named ``node_name`` only."""
