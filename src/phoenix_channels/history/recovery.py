@@ -109,26 +109,25 @@ async def recover(channel: Any, requested: Any) -> None:
             outcome = decide(requested, found)
         replay = found.messages if (found is not None and outcome.recovered) else []
         last = outcome.position.offset if outcome.recovered and outcome.position else None
-        if not outcome.recovered and held:
-            # Not recovered: the client starts from just before the first held message.
-            first_held = _offset(held[0], outcome.position)
-            if first_held is not None and outcome.position is not None:
-                outcome = Outcome(
-                    False,
-                    outcome.reason,
-                    Position(outcome.position.epoch, min(outcome.position.offset, first_held - 1)),
-                )
+        if not outcome.recovered and held and outcome.position is not None:
+            # Not recovered: the client starts just before the first held message
+            # (one still on its way when the store was read may come after the read).
+            here = outcome.position
+            offsets = [p.offset for p in map(_position, held) if p and p.epoch == here.epoch]
+            if offsets and min(offsets) <= here.offset:
+                outcome = Outcome(False, outcome.reason, Position(here.epoch, min(offsets) - 1))
         _push_outcome(channel, outcome)
         for message in replay:
             _deliver(channel, sock, encoder, message)
         epoch = None if outcome.position is None else outcome.position.epoch
         for message in held:
-            if last is not None and type(message) is Broadcast:
-                offset = _offset(message, outcome.position)
-                if offset is not None and offset <= last and _epoch(message) == epoch:
+            if type(message) is not Broadcast:
+                continue
+            if last is not None:
+                position = _position(message)
+                if position is not None and position.offset <= last and position.epoch == epoch:
                     continue  # replayed already
-            if type(message) is Broadcast:
-                _deliver(channel, sock, encoder, message)
+            _deliver(channel, sock, encoder, message)
         held.clear()
     finally:
         if channel.joined and not sock._closed:
@@ -161,12 +160,6 @@ def _deliver(channel: Any, sock: Any, encoder: Any, message: Broadcast) -> None:
         sock._send(frame)
 
 
-def _offset(message: Any, _position: Position | None) -> int | None:
+def _position(message: Any) -> Position | None:
     ref = getattr(message, "ref", None)
-    pos = Position.parse(ref) if ref is not None else None
-    return None if pos is None else pos.offset
-
-
-def _epoch(message: Broadcast) -> str | None:
-    pos = Position.parse(message.ref) if message.ref is not None else None
-    return None if pos is None else pos.epoch
+    return None if ref is None else Position.parse(ref)
