@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from phoenix_channels import Channel, Endpoint, History, PubSub, Socket, reply
 
-from ..pubsub.engines import shared_url, unique_prefix
+from ..pubsub.engines import OwnServer, reachable, shared_url, unique_prefix, wait_until
 from ..support import Client, connect
 
 ENGINES = ["redis", "nats"]
@@ -159,3 +161,56 @@ async def test_over_the_size_is_too_old(nodes: MakeNodes) -> None:
     outcome = (await messages(client, 1))[0][4]
     assert outcome["recovered"] is False and outcome["reason"] == "too_old"
     assert [m.payload["n"] for m in await a.history("room:1")] == list(range(4, 14))
+
+
+class EngineServer(OwnServer):
+    """A private server; NATS with JetStream (memory streams do not survive a restart)."""
+
+    async def start(self) -> None:
+        if self.engine == "redis":
+            await super().start()
+            return
+        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js"]
+        args += ["-sd", str(self.workdir / "js")]
+        log = open(self.workdir / "nats.log", "ab")  # noqa: SIM115 - kept by Popen
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        await wait_until(lambda: reachable(self.port), "nats accepts connections")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_an_engine_restart_without_persistence_changes_the_epoch(
+    engine: str, tmp_path: Path
+) -> None:
+    if engine == "nats":
+        pytest.importorskip("nats")
+    server = EngineServer(engine, tmp_path)
+    await server.start()
+    factory = PubSub.redis if engine == "redis" else PubSub.nats
+    prefix = unique_prefix()
+    a, b = (
+        Endpoint(
+            {"/socket": UserSocket}, pubsub=factory(server.url, prefix=prefix, max_backoff=0.2)
+        )
+        for _ in range(2)
+    )
+    try:
+        await a.start()
+        await b.start()
+        await publish(a, range(1, 3))
+        mark = (await b.history("room:1"))[-1].ref
+        server.kill()
+        await wait_until(lambda: not a.pubsub.adapter.connected, "node a sees the engine gone")  # type: ignore[attr-defined]
+        await server.start()
+        for node in (a, b):
+            await wait_until(lambda n=node: n.pubsub.adapter.connected, "the nodes reconnect")  # type: ignore[attr-defined,misc]
+        await publish(b, range(3, 4))
+        client = await connect(a, UserSocket)
+        await join(client, {"phx_recover": mark})
+        outcome = (await messages(client, 1))[0][4]
+        assert outcome["recovered"] is False and outcome["reason"] == "epoch_changed"
+        assert outcome["position"].endswith(":1")
+    finally:
+        await a.stop()
+        await b.stop()
+        server.kill()
