@@ -128,6 +128,9 @@ async def test_broadcast_from_skips_the_sender_on_its_own_node_only(nodes: MakeN
         await join(client, {})
     await asyncio.sleep(0.1)
     sender.send("1", "2", "room:1", "shout_from", {"n": 1})
+    async with asyncio.timeout(10):  # stored and sent before the next one
+        while not any(f[1] == "2" and f[3] == "phx_reply" for f in sender.transport.frames()):
+            await asyncio.sleep(0.01)
     await publish(b, range(2, 3))
     assert [f[4]["n"] for f in await messages(local, 2)] == [1, 2]
     assert [f[4]["n"] for f in await messages(remote, 2)] == [1, 2]
