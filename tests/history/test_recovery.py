@@ -285,3 +285,17 @@ def test_positioned_messages_round_trip_and_refuse_garbage() -> None:
     # A Broadcast with a position keeps it across nodes; one without stays as before.
     assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}, "e1:2"))).ref == "e1:2"
     assert codec.decode_value(codec.encode_value(Broadcast("t", "e", {}))).ref is None
+
+
+def test_a_store_with_a_gap_is_never_presented_as_complete() -> None:
+    from phoenix_channels.history.recovery import decide
+
+    def stored(*offsets: int) -> list[Broadcast]:
+        return [Broadcast("t", "m", {}, f"e:{n}") for n in offsets]
+
+    asked = Position("e", 2)
+    whole = decide(asked, HistorySlice("e", 5, 1, stored(3, 4, 5)))
+    assert whole.recovered and whole.replayed == 3
+    for messages in (stored(3, 5), stored(3, 4), stored(4, 5, 6), stored(3, 4, 5, 5)):
+        outcome = decide(asked, HistorySlice("e", 5, 1, messages))
+        assert (outcome.recovered, outcome.reason) == (False, "not_found")

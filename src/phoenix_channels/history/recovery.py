@@ -68,6 +68,17 @@ def decide(requested: Position | None, found: HistorySlice) -> Outcome:
         return Outcome(False, "not_found", found.position)
     if requested.offset + 1 < found.first:
         return Outcome(False, "too_old", found.position)
+    # Never present a partial replay as complete: the store must have given
+    # exactly the offsets after the client's, one by one, in this epoch.
+    expected = requested.offset + 1
+    for message in found.messages:
+        position = _position(message)
+        if position is None or position.epoch != found.epoch or position.offset != expected:
+            log.error("the history of a topic has a gap at offset %d; not recovered", expected)
+            return Outcome(False, "not_found", found.position)
+        expected += 1
+    if expected != found.top + 1:
+        return Outcome(False, "not_found", found.position)
     return Outcome(True, None, found.position, found.top - requested.offset)
 
 
