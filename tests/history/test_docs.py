@@ -17,3 +17,11 @@ async def test_the_history_example_gives_positions_and_reads_back(tmp_path: Path
     assert [f[3] for f in frames] == ["phx_reply", "phx_recovery", "new_msg"]
     page = await read.first_page(app.endpoint, "room:lobby")
     assert page == [{"event": "new_msg", "payload": {"body": "hi"}, "position": frames[2][1]}]
+
+
+def test_the_js_helper_ships_in_the_package() -> None:
+    from importlib.resources import files
+
+    helper = files("phoenix_channels") / "static" / "recovery.mjs"
+    text = helper.read_text()
+    assert "export function recoverable" in text and '"phx_recover"' in text

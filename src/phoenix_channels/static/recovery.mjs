@@ -28,7 +28,9 @@
 // client evaluates them again at every rejoin) and the overridable
 // `channel.onMessage(event, payload, ref)` hook, which sees every message
 // with its ref. Ship it with your app or import it from the
-// phoenix-channels package (`phoenix_channels/static/recovery.mjs`).
+// phoenix-channels package (`phoenix_channels/static/recovery.mjs`). If the
+// app sets `channel.onMessage` itself afterwards, it should call the
+// function it replaces, or positions are no longer tracked.
 
 /** The reserved join-payload key the position is sent under. */
 export const RECOVER_KEY = "phx_recover";
