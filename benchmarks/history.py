@@ -7,8 +7,8 @@ What it answers (issue 11, ``docs/recovery.md``):
   Redis (goal: at most 1.15x the history-off figure). It reuses the fan-out
   measurement of ``benchmarks/cluster.py`` (one node, lean clients, every
   copy counted) with ``PHX_BENCH_HISTORY=1`` for the history runs;
-* ``reconnect``: N clients joined with recovery lose their connections, 50
-  messages are broadcast meanwhile, and all N rejoin at once with their
+* ``reconnect``: N clients joined with recovery lose their connections for
+  5 s, 50 messages are broadcast meanwhile, and all N rejoin at once with their
   position: the time until every client has its outcome (recovered) and
   all 50 messages, the server's CPU over that time, and (Redis) the engine's
   memory per stored message (``MEMORY USAGE`` of the topic's stream);
@@ -170,7 +170,10 @@ def socket_url(port: int) -> str:
 
 async def phase_reconnect(opts: argparse.Namespace, logs: Path) -> None:
     n, missed = opts.reconnect_n, opts.outage_messages
-    print(f"\n== Mass reconnect: {n:,} clients rejoin at once after {missed} missed messages ==")
+    print(
+        f"\n== Mass reconnect: {n:,} clients rejoin at once after a {opts.outage_seconds:g} s "
+        f"outage with {missed} missed messages =="
+    )
     for engine in opts.engines.split(","):
         setup = Setup(f"reconnect-{engine}", logs / f"reconnect-{engine}")
         setup.logs.mkdir(parents=True)
@@ -201,10 +204,11 @@ async def phase_reconnect(opts: argparse.Namespace, logs: Path) -> None:
             await asyncio.gather(*joined)
             for peer in peers:
                 peer.ws.transport.abort()
-            await asyncio.sleep(1.0)  # the server notices the cut connections
+            outage = time.monotonic()
+            await asyncio.sleep(min(1.0, opts.outage_seconds))  # the server notices the cuts
             for _ in range(missed):
                 await pub.shout()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(max(0.0, outage + opts.outage_seconds - time.monotonic()))
             for peer in peers:
                 peer.expect = 1 + missed
             cpu0 = procstat.cpu(proc.pid)
@@ -343,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="cpu phase: best of R")
     parser.add_argument("--reconnect-n", type=int, default=10000)
     parser.add_argument("--outage-messages", type=int, default=50)
+    parser.add_argument("--outage-seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=500, help="connects in flight")
     parser.add_argument("--chaos-clients", type=int, default=200)
     parser.add_argument("--chaos-seconds", type=float, default=60.0)
@@ -352,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check that it runs")
     opts = parser.parse_args(argv)
     if opts.smoke:
-        opts.n, opts.broadcasts, opts.reconnect_n = "50", 20, 30
+        opts.n, opts.broadcasts, opts.reconnect_n, opts.outage_seconds = "50", 20, 30, 1.5
         opts.chaos_clients, opts.chaos_seconds, opts.chaos_rate = 10, 3.0, 20
     raise SystemExit(asyncio.run(main_async(opts)))
 
