@@ -42,18 +42,14 @@ import asyncio
 import secrets
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BroadcastError
 from ..protocol.messages import Broadcast
 from ..pubsub import codec
-from ..pubsub.nats import subject_token
 from . import History, HistorySlice
 from .memory import binary_refused
 from .sequencer import Sequencer
-
-if TYPE_CHECKING:
-    from ..pubsub.nats import NatsAdapter
 
 __all__ = ["NatsHistory"]
 
@@ -65,7 +61,9 @@ _NO_STREAM = 10059  # JetStream: stream not found
 class NatsHistory:
     """Positions and stored messages in JetStream, shared by every node of the cluster."""
 
-    def __init__(self, adapter: NatsAdapter, storage: str = "memory") -> None:
+    def __init__(self, adapter: Any, storage: str = "memory") -> None:
+        # ``adapter``: the NatsAdapter (pubsub/nats.py); it names the subjects
+        # (history_subject), publishes (_publish) and holds the connection (_nc).
         self.adapter = adapter
         self.storage = storage
         self.stream = adapter.prefix.replace(".", "_") + "_hist"
@@ -87,7 +85,8 @@ class NatsHistory:
         return nc.jetstream(timeout=self.adapter.timeout)
 
     def _subject(self, topic: str) -> str:
-        return f"{self.adapter.prefix}.h.{subject_token('t', topic)}"
+        subject: str = self.adapter.history_subject(topic)
+        return subject
 
     async def _ensure(self, history: History) -> None:
         age = history.ttl

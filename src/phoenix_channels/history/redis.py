@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import secrets
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import BroadcastError
 from ..protocol.messages import Broadcast
@@ -35,10 +35,25 @@ from ..pubsub import codec
 from . import History, HistorySlice
 from .memory import binary_refused
 
-if TYPE_CHECKING:
-    from ..pubsub.redis import RedisAdapter
-
 __all__ = ["RedisHistory"]
+
+
+class RedisLink(Protocol):
+    """What the store needs from the Redis adapter (``pubsub/redis.py``)."""
+
+    url: str
+    prefix: str
+    node_name: str
+    stats: Any
+
+    def channel_for(self, topic: str) -> str: ...
+
+    def skip_on_echo(self, from_: Any) -> int: ...
+
+    async def history_command(self, *args: bytes | str | int) -> Any:
+        """One command, bounded by the adapter's timeout; BroadcastError if the link is down."""
+        ...
+
 
 _INIT = """
 local meta, stream = KEYS[1], KEYS[2]
@@ -99,29 +114,19 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def run(self, adapter: RedisAdapter, keys: list[str], args: list[Any]) -> Any:
-        from ..pubsub._cluster import within
-        from ..pubsub.redis import RedisConnectionError, RedisError
-
-        pub = adapter._pub
-        if pub is None or not adapter.connected:
-            raise BroadcastError(f"redis at {adapter.url} is unreachable; history unavailable")
+    async def run(self, adapter: RedisLink, keys: list[str], args: list[Any]) -> Any:
         try:
             try:
-                return await within(
-                    pub.command("EVALSHA", self.sha, len(keys), *keys, *args), adapter.timeout
-                )
-            except RedisError as exc:
-                if isinstance(exc, RedisConnectionError) or "NOSCRIPT" not in str(exc):
+                return await adapter.history_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            except BroadcastError:
+                raise
+            except Exception as exc:
+                if "NOSCRIPT" not in str(exc):
                     raise
-                return await within(
-                    pub.command("EVAL", self.text, len(keys), *keys, *args), adapter.timeout
-                )
-        except TimeoutError:
-            raise BroadcastError(
-                f"redis at {adapter.url} did not answer within {adapter.timeout:.1f} s"
-            ) from None
-        except RedisError as exc:
+                return await adapter.history_command("EVAL", self.text, len(keys), *keys, *args)
+        except BroadcastError:
+            raise
+        except Exception as exc:
             raise BroadcastError(f"redis at {adapter.url}: {exc}") from None
 
 
@@ -132,7 +137,7 @@ _READ_SCRIPT = _Script(_READ)
 class RedisHistory:
     """Positions and stored messages in Redis, shared by every node of the cluster."""
 
-    def __init__(self, adapter: RedisAdapter) -> None:
+    def __init__(self, adapter: RedisLink) -> None:
         self.adapter = adapter
         self._head = codec.positioned_head(adapter.node_name.encode())
         self._token = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
@@ -203,18 +208,13 @@ class RedisHistory:
 
     async def reset(self) -> None:
         """Delete every topic's history under this adapter's prefix (a new epoch follows)."""
-        from ..pubsub._cluster import within
-
-        pub = self.adapter._pub
-        if pub is None:
-            raise BroadcastError("redis is unreachable")
-        cursor = b"0"
+        command = self.adapter.history_command
+        cursor: Any = b"0"
         while True:
-            cursor, keys = await within(
-                pub.command("SCAN", cursor, "MATCH", f"{self.adapter.prefix}:h:*", "COUNT", 1000),
-                self.adapter.timeout,
+            cursor, keys = await command(
+                "SCAN", cursor, "MATCH", f"{self.adapter.prefix}:h:*", "COUNT", 1000
             )
             if keys:
-                await within(pub.command("DEL", *keys), self.adapter.timeout)
+                await command("DEL", *keys)
             if cursor in (b"0", 0, "0"):
                 return

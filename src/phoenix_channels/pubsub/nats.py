@@ -222,6 +222,10 @@ class NatsAdapter(EngineAdapter):
 
         return NatsHistory(self)
 
+    def history_subject(self, topic: str) -> str:
+        """The JetStream subject that stores ``topic``'s history."""
+        return f"{self.prefix}.h.{subject_token('t', topic)}"
+
     async def _ping(self) -> None:
         nc = self._nc
         assert nc is not None
