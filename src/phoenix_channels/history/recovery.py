@@ -98,7 +98,10 @@ async def recover(channel: Any, requested: Any) -> None:
     else:
         invalid = False
     held: list[Any] = []
-    pubsub.subscribe_held(topic, channel, held.append)
+    swapped = pubsub.hold(topic, channel, held.append)
+    if swapped is None:  # not subscribed (the join reply could not be sent): nothing to do
+        return
+    write, restore = swapped
     try:
         after = None if requested is None else max(requested.offset, 0)
         try:
@@ -129,7 +132,7 @@ async def recover(channel: Any, requested: Any) -> None:
                 outcome = Outcome(False, outcome.reason, Position(here.epoch, min(offsets) - 1))
         _push_outcome(channel, outcome)
         for message in replay:
-            _deliver(channel, sock, encoder, message)
+            _deliver(channel, write, encoder, message)
         epoch = None if outcome.position is None else outcome.position.epoch
         for message in held:
             if type(message) is not Broadcast:
@@ -138,15 +141,15 @@ async def recover(channel: Any, requested: Any) -> None:
                 position = _position(message)
                 if position is not None and position.offset <= last and position.epoch == epoch:
                     continue  # replayed already
-            _deliver(channel, sock, encoder, message)
+            _deliver(channel, write, encoder, message)
         held.clear()
     finally:
+        restore()
         if channel.joined and not sock._closed:
-            pubsub.subscribe_fastlane(topic, channel, sock._send, encoder, channel._intercepts)
             # Anything held after the loop above (none: no await since) is lost otherwise.
             for message in held:
                 if type(message) is Broadcast:
-                    _deliver(channel, sock, encoder, message)
+                    _deliver(channel, write, encoder, message)
 
 
 def _push_outcome(channel: Any, outcome: Outcome) -> None:
@@ -157,7 +160,7 @@ def _push_outcome(channel: Any, outcome: Outcome) -> None:
     )
 
 
-def _deliver(channel: Any, sock: Any, encoder: Any, message: Broadcast) -> None:
+def _deliver(channel: Any, write: Any, encoder: Any, message: Broadcast) -> None:
     intercepts = channel._intercepts
     if intercepts is not None and message.event in intercepts:
         channel._intercepted(message)
@@ -168,7 +171,7 @@ def _deliver(channel: Any, sock: Any, encoder: Any, message: Broadcast) -> None:
         log.exception("cannot encode a replayed broadcast on %r", message.topic)
         return
     if frame is not None:
-        sock._send(frame)
+        write(frame)
 
 
 def _position(message: Any) -> Position | None:

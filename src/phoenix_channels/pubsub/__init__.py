@@ -187,13 +187,28 @@ class PubSub:
         """
         self._add(topic, owner, (owner, write, encoder, intercepts))
 
-    def subscribe_held(self, topic: str, owner: Hashable, hold: Callable[[Any], None]) -> None:
-        """Give ``owner``'s broadcasts, unencoded, to ``hold`` (a replay runs meanwhile).
+    def hold(
+        self, topic: str, owner: Hashable, hold: Callable[[Any], None]
+    ) -> tuple[Callable[[Any], None], Callable[[], None]] | None:
+        """Give ``owner``'s broadcasts on ``topic``, unencoded, to ``hold`` for a while.
 
-        Replaces ``owner``'s fast-lane subscription until :meth:`subscribe_fastlane`
-        restores it; nothing is lost in between.
+        For a replay (history): returns ``(write, restore)``, the write function
+        of ``owner``'s subscription and a function that puts the subscription
+        back (a no-op if ``owner`` unsubscribed meanwhile); None if ``owner``
+        is not subscribed to ``topic``.
         """
-        self._add(topic, owner, (owner, hold, None, None))
+        subs = self._topics.get(topic)
+        entry = None if subs is None else subs.get(owner)
+        if subs is None or entry is None:
+            return None
+        subs[owner] = (owner, hold, None, None)
+
+        def restore() -> None:
+            current = self._topics.get(topic)
+            if current is not None and owner in current:
+                current[owner] = entry
+
+        return entry[1], restore
 
     def _add(self, topic: str, key: Hashable, entry: _Entry) -> None:
         if type(topic) is not str:
