@@ -75,7 +75,12 @@ def __getattr__(name: str) -> Any:
             if engine == "nats"
             else PubSub()
         )
-        _endpoint = Endpoint(sockets={"/socket": socket_cls}, pubsub=pubsub, check_origin=False)
+        _endpoint = Endpoint(
+            sockets={"/socket": socket_cls},
+            pubsub=pubsub,
+            check_origin=False,
+            secret_key_base="bench-cluster-secret-" + "b" * 24,  # one per cluster
+        )
     return _endpoint
 
 

@@ -9,6 +9,11 @@ in the same run.
 
     .venv/bin/python -m benchmarks.run --servers floor,uvicorn-starlette --n 1000,5000
 
+Observability: ``--servers ours,ours-telemetry,ours-prometheus`` compares the
+fast path with nothing listening, with a no-op handler on every telemetry
+event, with Prometheus metrics on (goal: 1.10x of ``ours``), and with the
+dashboard on and watched (``ours-dashboard``; add it to ``--servers``).
+
 Phases: warm-up connection; control connection; baseline RSS; connect+join N
 connections (server CPU / N); RSS after ~1 s idle ((RSS - baseline) / N);
 broadcasts (server CPU / deliveries, deliveries/s); sequential echo pushes
@@ -49,15 +54,31 @@ def server_command(name: str, python: str, port: int) -> list[str]:
         return [python, "benchmarks/floor_server.py", *where]
     if name == "ours":
         return [python, "-m", "phoenix_channels", "serve", "benchmarks.bench_app:endpoint", *where]
+    if name in ("ours-telemetry", "ours-prometheus", "ours-dashboard"):
+        app = f"benchmarks.bench_app:endpoint_{name.removeprefix('ours-')}"
+        return [python, "-m", "phoenix_channels", "serve", app, *where]
     if name == "ours-asgi":
         return [python, "-m", "uvicorn", "benchmarks.bench_app:endpoint", *where, *UVICORN_FLAGS]
+    if name == "ours-uvicorn-cli":  # the user's own uvicorn command with the one setting
+        fast = ["--http", "phoenix_channels.uvicorn:HttpProtocol", "--loop", "uvloop"]
+        app = "benchmarks.bench_app:endpoint"
+        return [python, "-m", "uvicorn", app, *where, *fast, "--log-level", "warning"]
     if name == "uvicorn-starlette":
         app = "benchmarks.baselines.starlette_app:app"
         return [python, "-m", "uvicorn", app, *where, *UVICORN_FLAGS]
     raise ValueError(f"unknown server {name!r}")
 
 
-SERVERS = ("floor", "ours", "ours-asgi", "uvicorn-starlette")
+SERVERS = (
+    "floor",
+    "ours",
+    "ours-uvicorn-cli",
+    "ours-asgi",
+    "uvicorn-starlette",
+    "ours-telemetry",
+    "ours-prometheus",
+    "ours-dashboard",
+)
 
 
 class RunFailed(Exception):
@@ -245,22 +266,34 @@ async def measure(
     result.echo_cpu_us = (cpu(pid) - c0) / opts.echoes * 1e6
 
 
+def split_server(server: str) -> tuple[str, Path]:
+    """``"ours@/path/to/checkout"`` -> ("ours", that checkout); plain names run this tree.
+
+    Naming another checkout (e.g. a ``git worktree`` of the previous commit)
+    measures the code before and after a change in one interleaved run.
+    """
+    kind, _, tree = server.partition("@")
+    return kind, Path(tree).resolve() if tree else ROOT
+
+
 async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]) -> Result:
     result = Result(server, n)
     port = free_port()
+    kind, tree = split_server(server)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")) if p
+        p for p in (str(tree / "src"), str(tree), env.get("PYTHONPATH")) if p
     )
-    server_log = opts.log_dir / f"{server}-{n}.server.log"
-    client_log = opts.log_dir / f"{server}-{n}.loadgen.log"
+    label = server.replace("/", "_")
+    server_log = opts.log_dir / f"{label}-{n}.server.log"
+    client_log = opts.log_dir / f"{label}-{n}.loadgen.log"
     srv: asyncio.subprocess.Process | None = None
     gen_proc: asyncio.subprocess.Process | None = None
     try:
         with server_log.open("wb") as log:
             srv = await asyncio.create_subprocess_exec(
-                *server_command(server, opts.python, port),
-                cwd=ROOT,
+                *server_command(kind, opts.python, port),
+                cwd=tree,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -286,7 +319,7 @@ async def run_one(server: str, n: int, opts: Options, say: Callable[[str], None]
                 "--per-address",
                 str(opts.per_address),
                 cwd=ROOT,
-                env=env,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},  # the same load tool for every tree
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
@@ -373,7 +406,37 @@ def table(n: int, results: list[Result], opts: Options) -> str:
     for r in results:
         if r.server.startswith("ours") and r.error is None and floor is not None:
             lines.append(goals(r, floor))
+    ours = next((r for r in results if r.server == "ours" and r.error is None), None)
+    for r in results:
+        if r.server in OBSERVED and r.error is None and ours is not None:
+            lines.append(observed_goals(r, ours, OBSERVED[r.server]))
     return "\n".join(lines)
+
+
+# Observability variants against plain "ours", measured in the same run: the
+# goal ratio of CPU per delivered message and per connect+join.
+# (None: reported, no goal). "Nothing listening" is ``ours`` itself: its 1.03x
+# goal is against the release before telemetry, compared across runs.
+OBSERVED: dict[str, float | None] = {
+    "ours-telemetry": None,
+    "ours-prometheus": 1.10,
+    "ours-dashboard": None,
+}
+
+
+def observed_goals(r: Result, ours: Result, limit: float | None) -> str:
+    checks = [
+        ("CPU/delivered", r.broadcast_cpu_us / ours.broadcast_cpu_us),
+        ("connect+join", r.connect_cpu_us / ours.connect_cpu_us),
+    ]
+    if limit is None:
+        parts = [f"{name} {value:.3f}x ours" for name, value in checks]
+        return f"  {r.server}: " + "; ".join(parts)
+    parts = [
+        f"{name} <= {limit:.2f}x ours: {'PASS' if value <= limit else 'FAIL'} ({value:.3f}x)"
+        for name, value in checks
+    ]
+    return f"  goals for {r.server}: " + "; ".join(parts)
 
 
 def goals(r: Result, floor: Result) -> str:
@@ -396,8 +459,11 @@ def parse_list(text: str, cast: Callable[[str], Any]) -> list[Any]:
 async def main_async(args: argparse.Namespace) -> int:
     servers: list[str] = parse_list(args.servers, str)
     for name in servers:
-        if name not in SERVERS:
+        kind, tree = split_server(name)
+        if kind not in SERVERS:
             raise SystemExit(f"unknown server {name!r}; known: {', '.join(SERVERS)}")
+        if not (tree / "src" / "phoenix_channels").is_dir():
+            raise SystemExit(f"{name!r}: {tree} is not a checkout of this project")
     if "floor" not in servers:
         servers.insert(0, "floor")  # every figure is reported beside the floor
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="phx-bench-"))
@@ -456,7 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--servers",
         default="floor,ours,ours-asgi,uvicorn-starlette",
-        help=f"comma-separated, from {', '.join(SERVERS)} (floor is always run)",
+        help=f"comma-separated, from {', '.join(SERVERS)} (floor is always run); "
+        "NAME@PATH runs NAME from the checkout at PATH (before/after comparisons)",
     )
     parser.add_argument("--n", default="1000,5000,19500", help="joined connection counts")
     parser.add_argument(

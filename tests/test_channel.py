@@ -388,10 +388,22 @@ async def test_closing_the_socket_terminates_every_channel(endpoint: Endpoint) -
     client = await joined(endpoint, "room:c")
     client.send("2", "2", "room:d", "phx_join", {})
     await client.frames(2)
-    client.socket.closed()
+    client.socket.connection_lost()
     await client.settle()
     assert sorted(EVENTS) == [("room:c", "shutdown:closed"), ("room:d", "shutdown:closed")]
     assert endpoint.pubsub.subscribers("room:c") == 0
+
+
+async def test_socket_closed_is_a_flag_and_calling_it_still_works_with_a_warning(
+    endpoint: Endpoint,
+) -> None:
+    client = await joined(endpoint, "room:flag")
+    assert not client.socket.closed
+    with pytest.deprecated_call(match="connection_lost"):
+        client.socket.closed("shutdown:closed")  # the name transports used before
+    await client.settle()
+    assert client.socket.closed and client.socket.closed == True  # noqa: E712
+    assert EVENTS == [("room:flag", "shutdown:closed")]
 
 
 async def test_a_malformed_frame_closes_only_its_connection(endpoint: Endpoint) -> None:
@@ -462,7 +474,7 @@ async def test_on_stop_runs_once_however_the_channel_ends(endpoint: Endpoint) ->
     await client.frames(8)
     await client.settle()
     assert sorted(ended) == ["room:w1", "room:w2", "room:w3"]
-    client.socket.closed()
+    client.socket.connection_lost()
     await client.settle()
     assert len(ended) == 3
 

@@ -5,12 +5,13 @@ talks to these servers unchanged. Start with :class:`Channel`,
 :class:`Socket` and :class:`Endpoint`; see the README for a tour.
 """
 
-from . import token
+from . import telemetry, token
 from .channel import Channel, ChannelReply, SocketRef, Stop, reply, stop
 from .endpoint import Endpoint
 from .errors import (
     BroadcastError,
     ConfigurationError,
+    ConnectionRefused,
     DecodeError,
     EncodeError,
     ExpiredToken,
@@ -31,6 +32,7 @@ from .pubsub import LocalAdapter, PubSub, Subscription
 from .raw import RawSocket
 from .socket import Socket
 from .transports.longpoll import LongPoll
+from .typed import InvalidPayload, on
 
 __version__ = "0.1.0"
 
@@ -41,11 +43,13 @@ __all__ = [
     "Channel",
     "ChannelReply",
     "ConfigurationError",
+    "ConnectionRefused",
     "DecodeError",
     "EncodeError",
     "Endpoint",
     "ExpiredToken",
     "History",
+    "InvalidPayload",
     "InvalidToken",
     "JoinError",
     "LocalAdapter",
@@ -70,7 +74,9 @@ __all__ = [
     "UsageError",
     "WebSocketError",
     "__version__",
+    "on",
     "reply",
     "stop",
+    "telemetry",
     "token",
 ]

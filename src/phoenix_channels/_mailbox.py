@@ -6,24 +6,38 @@ on demand) and run through ``_dispatch`` strictly in order. The first runs
 at once, inside ``_enqueue``; a task exists only while a callback waits
 (see :mod:`phoenix_channels._eager`), so an idle owner costs no task and no
 queue.
+
+The kinds of message are named below (``IN``, ``INFO``, ...): plain ``str``
+constants, as cheap to compare as the literals they stand for.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Final, Literal
 
 from . import _eager
 
-__all__ = ["Mailbox"]
+__all__ = ["CLOSE", "IN", "INFO", "JOIN", "LEAVE", "OUT", "STOP", "TERMINATE", "Kind", "Mailbox"]
+
+IN: Final = "in"  # a client message: Channel.handle_in, or a RawSocket frame
+OUT: Final = "out"  # an intercepted broadcast for Channel.handle_out
+INFO: Final = "info"  # a message for handle_info
+JOIN: Final = "join"  # the phx_join that starts a channel
+LEAVE: Final = "leave"  # the client's phx_leave
+STOP: Final = "stop"  # Channel.stop(reason), or a callback's stop(...)
+CLOSE: Final = "close"  # the connection ended: the channel finishes
+TERMINATE: Final = "terminate"  # a RawSocket's connection ended
+
+Kind = Literal["in", "out", "info", "join", "leave", "stop", "close", "terminate"]
 
 
 class Mailbox:
     __slots__ = ("_busy", "_mailbox", "_task")
 
     def __init__(self) -> None:
-        self._mailbox: deque[tuple[str, Any]] | None = None
+        self._mailbox: deque[tuple[Kind, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
 
@@ -31,13 +45,13 @@ class Mailbox:
         """Whether messages are still taken (False once the owner is ending)."""
         raise NotImplementedError
 
-    async def _dispatch(self, kind: str, value: Any) -> None:
+    async def _dispatch(self, kind: Kind, value: Any) -> None:
         raise NotImplementedError
 
     async def _crash(self, exc: Exception) -> None:
         raise NotImplementedError
 
-    def _enqueue(self, kind: str, value: Any) -> None:
+    def _enqueue(self, kind: Kind, value: Any) -> None:
         if not self._accepting():
             return
         box = self._mailbox

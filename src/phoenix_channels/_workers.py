@@ -83,11 +83,19 @@ class _Slot:
 
 
 def serve_workers(
-    spec: str, workers: int, host: str, port: int, log_level: str, grace: float
+    spec: str,
+    workers: int,
+    host: str,
+    port: int,
+    log_level: str,
+    grace: float,
+    on_exit: Callable[[int], None] | None = None,
+    app_dir: str = ".",
 ) -> int:
     """Run ``workers`` processes serving ``spec`` on ``host:port`` until stopped; exit status.
 
     ``grace``: how long the workers get to drain after SIGTERM before they are killed.
+    ``on_exit(pid)`` is called once for each worker that ended (metrics clean up after it).
     """
     if not sys.platform.startswith("linux"):
         log.warning(
@@ -109,6 +117,8 @@ def serve_workers(
         "--log-level",
         log_level,
         "--reuse-port",
+        "--app-dir",
+        app_dir,
     ]
     preexec: Callable[[], None] | None = (
         _die_with_parent if sys.platform.startswith("linux") else None
@@ -166,6 +176,8 @@ def serve_workers(
                     alive += 1
                     continue
                 slot.process = None
+                if on_exit is not None:
+                    on_exit(proc.pid)
                 if stopping:
                     continue
                 lived = now - slot.started

@@ -25,19 +25,54 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ._mailbox import Mailbox
-from .errors import EncodeError, JoinError, NotJoinedError, UsageError
+from . import _contracts, telemetry, typed
+from ._awaitable import DONE, Done, must_await
+from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
+from .errors import JoinError, NotJoinedError, UsageError
 from .history import History, Outcome, Position
 from .history.recovery import NOT_ASKED, recover, take_request
+from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
+from .protocol.checks import check_payload as check_payload  # its old home
+from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_PUSH
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
-    from .socket import Socket
+    from .transports.base import FrameEncoder, Transport
 
-__all__ = ["Channel", "ChannelReply", "SocketRef", "Stop", "is_graceful", "reply", "stop"]
+
+class Socket(Protocol):
+    """The connection a channel runs on, as the channel sees it (a
+    :class:`phoenix_channels.Socket`; this module does not import it, the socket imports us)."""
+
+    endpoint: EndpointAPI
+    assigns: dict[str, Any]
+    params: dict[str, Any]
+    transport: Transport | None
+    _encoder: FrameEncoder
+
+    def id(self) -> str | None: ...
+
+    def close(self, code: int = ..., reason: str = ..., channel_reason: Any = ...) -> None: ...
+
+    def _send(self, item: Any) -> None: ...
+
+    def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool: ...
+
+    def _channel_stopped(self, channel: Channel, graceful: bool) -> None: ...
+
+
+__all__ = [
+    "Channel",
+    "ChannelObserver",
+    "ChannelReply",
+    "SocketRef",
+    "Stop",
+    "is_graceful",
+    "reply",
+    "stop",
+]
 
 log = logging.getLogger("phoenix_channels.channel")
 
@@ -92,14 +127,33 @@ class SocketRef:
     def __init__(self, socket: Socket, topic: str, join_ref: Ref, ref: Ref) -> None:
         self.socket, self.topic, self.join_ref, self.ref = socket, topic, join_ref, ref
 
-    async def reply(self, status: str, response: Any = None) -> None:
-        """Send ``phx_reply`` for the original push; a no-op once the connection is gone."""
+    def reply(self, status: str, response: Any = None) -> Done:
+        """Send ``phx_reply`` for the original push; a no-op once the connection is gone.
+
+        Sent when called: ``await ref.reply(...)`` (the documented form) returns at once.
+        """
         value = reply(status, response)
         self.socket._send(
             self.socket._encoder.reply(
                 self.join_ref, self.ref, self.topic, value.status, value.response
             )
         )
+        return DONE
+
+
+class ChannelObserver(Protocol):
+    """An internal seam: who watches how a channel's join and end go.
+
+    Set ``channel.observer`` before the join runs (a socket's
+    ``channel_factory`` does it); :mod:`phoenix_channels.testing` uses it to
+    report crashes. Called on the join and terminate paths only, never per message.
+    """
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None: ...
+
+    def terminating(self, channel: Channel, reason: Any) -> None: ...
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None: ...
 
 
 class Channel(Mailbox):
@@ -116,6 +170,7 @@ class Channel(Mailbox):
     """Broadcast events that go through :meth:`handle_out` instead of straight to the client."""
 
     _intercepts: ClassVar[frozenset[str] | None] = None
+    _typed: ClassVar[typed.Handlers | None] = None
 
     history: ClassVar[History | None] = None
     """Keep this topic's broadcasts for rejoining clients: ``History(size=100, ttl=300.0)``.
@@ -138,15 +193,18 @@ class Channel(Mailbox):
         "_timers",
         "_watchers",
         "join_ref",
+        "observer",
         "socket",
         "topic",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.CHANNEL_ASYNC, ())
         if isinstance(cls.intercept, str):
             raise UsageError(f"{cls.__name__}.intercept must be a list of events, not a str")
         cls._intercepts = frozenset(cls.intercept) or None
+        cls._typed = typed.handlers_of(cls)  # @on(event) handlers, `payloads`: typed.py
         if cls.handle_out is not Channel.handle_out and not cls._intercepts:
             log.warning(
                 "%s defines handle_out but intercepts no event; list the events in "
@@ -162,6 +220,7 @@ class Channel(Mailbox):
         self.join_ref = join_ref
         self._assigns = assigns
         self._state = _JOINING
+        self.observer: ChannelObserver | None = None
         Mailbox.__init__(self)
         self._ref: Ref = None
         self._timers: set[asyncio.TimerHandle] | None = None
@@ -199,7 +258,7 @@ class Channel(Mailbox):
     # -- the API for callbacks ------------------------------------------------
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> EndpointAPI:
         return self.socket.endpoint
 
     @property
@@ -221,17 +280,28 @@ class Channel(Mailbox):
         if self._state == _STOPPED:
             raise NotJoinedError(f"{what} on {self.topic!r}: the channel has stopped")
 
-    async def push(self, event: str, payload: Any) -> None:
-        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client."""
+    def push(self, event: str, payload: Any) -> Done:
+        """Send ``event`` with ``payload`` (a dict, or bytes) to this channel's client.
+
+        Sent when called (a forgotten ``await`` loses nothing); ``await self.push(...)``,
+        the documented form, returns at once.
+        """
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        if CHANNEL_PUSH.on:
+            CHANNEL_PUSH.emit(
+                {}, {"socket": sock, "channel": self, "topic": self.topic, "event": event}
+            )
+        return DONE
 
+    @must_await
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this channel's topic, on every node, this one included."""
         self._check_joined("broadcast")
         await self.socket.endpoint.broadcast(self.topic, event, payload)
 
+    @must_await
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, but this channel's own client does not get it."""
         self._check_joined("broadcast_from")
@@ -246,7 +316,7 @@ class Channel(Mailbox):
 
     def send(self, message: Any) -> None:
         """Queue ``message`` for :meth:`handle_info`, after what is already queued."""
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Queue ``message`` for :meth:`handle_info` in ``delay`` seconds (cancellable)."""
@@ -256,7 +326,7 @@ class Channel(Mailbox):
 
         def fire() -> None:
             timers.discard(handle)
-            self._enqueue("info", message)
+            self._enqueue(INFO, message)
 
         handle = asyncio.get_running_loop().call_later(delay, fire)
         timers.add(handle)
@@ -264,7 +334,7 @@ class Channel(Mailbox):
 
     def stop(self, reason: Any = "normal") -> None:
         """Ask the channel to stop, after the messages already queued."""
-        self._enqueue("stop", reason)
+        self._enqueue(STOP, reason)
 
     def on_stop(self, callback: Callable[[Channel], None]) -> None:
         """Call ``callback(channel)`` once when this channel ends, however it ends.
@@ -294,56 +364,78 @@ class Channel(Mailbox):
     # -- the runtime ----------------------------------------------------------
 
     def _deliver_info(self, message: Any) -> None:
-        self._enqueue("info", message)
+        self._enqueue(INFO, message)
 
     def _intercepted(self, broadcast: Broadcast) -> None:
-        self._enqueue("out", broadcast)
+        self._enqueue(OUT, broadcast)
 
     def _accepting(self) -> bool:
         return self._state < _TERMINATING
 
     async def _dispatch(self, kind: str, value: Any) -> None:
-        if kind == "in":
-            msg: Message = value
-            self._ref = msg.ref
-            try:
-                result = await self.handle_in(msg.event, msg.payload)
-            finally:
-                self._ref = None
-            await self._outcome(result, msg.ref, "handle_in")
-        elif kind == "out":
+        if kind == IN:
+            if CHANNEL_HANDLE_IN.on:
+                start, result = telemetry.now(), telemetry.CRASHED
+                try:
+                    result = await self._handle_in(value)
+                finally:
+                    telemetry.handle_in_done(self, value, result, start)
+            else:
+                await self._handle_in(value)
+        elif kind == OUT:
             await self._outcome(
                 await self.handle_out(value.event, value.payload), None, "handle_out"
             )
-        elif kind == "info":
+        elif kind == INFO:
             await self._outcome(await self.handle_info(value), None, "handle_info")
-        elif kind == "join":
-            await self._join(value)
-        elif kind == "leave":
+        elif kind == JOIN:
+            if CHANNEL_JOIN.on:
+                start = telemetry.now()
+                telemetry.join_done(self, value, await self._join(value), start)
+            else:
+                await self._join(value)
+        elif kind == LEAVE:
             self.socket._send(
                 self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
             )
             await self._stop("shutdown:left")
-        elif kind == "stop":
+        elif kind == STOP:
             await self._stop(value)
-        elif kind == "close":
+        elif kind == CLOSE:
             await self._finish(value)
+
+    async def _handle_in(self, msg: Message) -> Any:
+        self._ref = msg.ref
+        try:
+            if self._typed is None:
+                result = await self.handle_in(msg.event, msg.payload)
+            else:
+                result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
+        except typed.InvalidPayload as exc:
+            result = reply("error", {"reason": "invalid_payload", "errors": exc.errors})
+        finally:
+            self._ref = None
+        await self._outcome(result, msg.ref, "handle_in")
+        return result
 
     async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
         if result is None:
             return
         if type(result) is ChannelReply:
             if callback != "handle_in":
-                raise UsageError(f"{callback} cannot reply (no client push to answer); use push")
+                raise UsageError(
+                    f"{type(self).__name__}.{callback} returned reply(...), but there is no "
+                    "client push to answer; use await self.push(...), and return stop(...) or None"
+                )
             self._reply(ref, result)
         elif type(result) is Stop:
             if result.reply is not None:
                 self._reply(ref, result.reply)
             await self._stop(result.reason)
         else:
+            allowed = "reply(...), stop(...)" if callback == "handle_in" else "stop(...)"
             raise UsageError(
-                f"{type(self).__name__}.{callback} returned {result!r}; "
-                "return reply(...), stop(...) or None"
+                f"{type(self).__name__}.{callback} returned {result!r}; return {allowed} or None"
             )
 
     def _reply(self, ref: Ref, value: ChannelReply) -> None:
@@ -352,33 +444,40 @@ class Channel(Mailbox):
             sock._encoder.reply(self.join_ref, ref, self.topic, value.status, value.response)
         )
 
-    async def _join(self, msg: Message) -> None:
+    async def _join(self, msg: Message) -> str:
+        """Run join and answer it; returns "ok", "error" (JoinError) or "crash"."""
         sock = self.socket
         payload, requested = take_request(msg.payload)
         if requested is not NOT_ASKED and type(requested) is Position:
             self.recovery = requested
         try:
-            response = await self.join(msg.topic, payload)
+            response = _contracts.check_join_response(
+                type(self).__name__, await self.join(msg.topic, payload), ChannelReply
+            )
         except JoinError as exc:
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
             await self._finish("shutdown")
-            return
+            return "error"
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s.join crashed on %r", type(self).__name__, msg.topic)
+            if self.observer is not None:
+                self.observer.join_crashed(self, exc)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
-            return
+            return "crash"
         # A cluster adapter subscribes this topic on its engine first, so the
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
-        if not sock._join_done(self, msg, "ok", {} if response is None else response):
+        if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
-        elif requested is not NOT_ASKED:
+            return "crash"
+        if requested is not NOT_ASKED:
             await recover(self, requested)
+        return "ok"
 
     async def _stop(self, reason: Any) -> None:
         graceful = is_graceful(reason)
@@ -408,10 +507,15 @@ class Channel(Mailbox):
             return
         self._state = _TERMINATING
         self._unsubscribe_all()
+        observer = self.observer
+        if observer is not None:
+            observer.terminating(self, reason)
         try:
-            await self.terminate(reason)
-        except Exception:
+            _contracts.check_terminate(type(self).__name__, await self.terminate(reason))  # type: ignore[func-returns-value]
+        except Exception as exc:
             log.exception("%s.terminate raised on %r", type(self).__name__, self.topic)
+            if observer is not None:
+                observer.terminate_raised(self, exc)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -446,7 +550,7 @@ class Channel(Mailbox):
         self._unsubscribe_all()
         if self._mailbox:
             self._mailbox.clear()
-        self._enqueue("close", reason)
+        self._enqueue(CLOSE, reason)
 
     def _kill(self) -> None:
         """End at once, without terminate (a duplicate join replaced this channel)."""
@@ -458,11 +562,3 @@ class Channel(Mailbox):
     def __repr__(self) -> str:
         state = ("joining", "joined", "terminating", "stopped")[self._state]
         return f"<{type(self).__name__} {self.topic!r} join_ref={self.join_ref!r} {state}>"
-
-
-def check_payload(payload: Any) -> None:
-    """Broadcast payloads must be dicts (JSON) or bytes (binary frames)."""
-    if not isinstance(payload, dict | bytes):
-        raise EncodeError(
-            f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
-        )

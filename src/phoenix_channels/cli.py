@@ -10,27 +10,83 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
-__all__ = ["load_endpoint", "main", "serve"]
+from ._secret import missing_shared_secret
+
+__all__ = ["CommandError", "import_attribute", "load_app", "load_endpoint", "main", "serve"]
 
 
-def load_endpoint(spec: str) -> Any:
-    """Import ``module:attribute`` (``module`` alone means ``module:endpoint``)."""
-    from .endpoint import Endpoint
+class CommandError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
 
+
+def import_attribute(spec: str, app_dir: str | None = ".") -> tuple[str, Any]:
+    """``(spec with the attribute spelled out, value)`` for ``module:attribute``.
+
+    ``module`` alone means ``module:endpoint``. ``app_dir`` is put first on
+    ``sys.path`` (uvicorn's ``--app-dir``). A module that cannot be found or a
+    missing attribute raise :class:`CommandError` with one line that says so;
+    an error raised while the module itself imports propagates with its traceback.
+    """
     module_name, _, attr = spec.partition(":")
-    if "." not in sys.path and "" not in sys.path:
-        sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    attr = attr or "endpoint"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise CommandError(f"{spec!r} is not module:attribute (e.g. myapp:endpoint)")
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
     try:
-        endpoint = getattr(module, attr or "endpoint")
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        # Only the module named on the command line (or a package above it) is our
+        # business; a missing import inside the app keeps its traceback.
+        if missing != module_name and not module_name.startswith(missing + "."):
+            raise
+        raise CommandError(
+            f"could not import module {module_name!r}: no module named {missing!r} in "
+            f"{os.path.abspath(app_dir or '.')} or on sys.path (run from the directory that "
+            "holds it, or give --app-dir)"
+        ) from None
+    try:
+        value = getattr(module, attr)
     except AttributeError:
-        raise SystemExit(f"{module_name} has no attribute {attr or 'endpoint'!r}") from None
-    if not isinstance(endpoint, Endpoint):
-        raise SystemExit(f"{spec} is a {type(endpoint).__name__}, not a phoenix_channels.Endpoint")
-    return endpoint
+        raise CommandError(
+            f"module {module_name!r} has no attribute {attr!r} (found in "
+            f"{getattr(module, '__file__', module_name)}); name the Endpoint as "
+            f"{module_name}:<attribute>"
+        ) from None
+    return f"{module_name}:{attr}", value
+
+
+def load_app(spec: str, app_dir: str | None = ".") -> tuple[Any, Any]:
+    """``(app, endpoint)`` for ``module:attribute``: an Endpoint, or an ASGI app holding one.
+
+    An app that wraps or mounts an endpoint (a Starlette/FastAPI app with
+    ``app.mount("/", endpoint)``) is served whole, its sockets on the fast path.
+    :class:`CommandError` if there is no endpoint in it (see :func:`import_attribute`).
+    """
+    from .endpoint import Endpoint
+    from .uvicorn import find_endpoint
+
+    name, app = import_attribute(spec, app_dir)
+    endpoint = app if isinstance(app, Endpoint) else find_endpoint(app)
+    if endpoint is None:
+        raise CommandError(
+            f"{name} is a {type(app).__name__}, not a phoenix_channels.Endpoint nor an app "
+            "mounting one; name the Endpoint, or mount it in your app (app.mount('/', endpoint))"
+        )
+    return app, endpoint
+
+
+def load_endpoint(spec: str, app_dir: str | None = ".") -> Any:
+    """The :class:`~phoenix_channels.Endpoint` named by ``module:attribute``, or held by
+    the app it names (see :func:`load_app`)."""
+    return load_app(spec, app_dir)[1]
 
 
 def serve(
@@ -40,12 +96,14 @@ def serve(
     log_level: str = "info",
     *,
     reuse_port: bool = False,
+    app: Any = None,
 ) -> None:
     """Run ``endpoint`` under uvicorn with the fast WebSocket path, until stopped.
 
     ``reuse_port``: bind with ``SO_REUSEPORT``, so that several processes
     serve one port (what ``--workers`` does; also usable with a supervisor
-    of your own, e.g. one systemd unit per worker).
+    of your own, e.g. one systemd unit per worker). ``app``: the ASGI app to
+    serve when it is not the endpoint itself but holds it (see :func:`load_app`).
     """
     import uvicorn
 
@@ -58,7 +116,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         loop = "asyncio"
     config = uvicorn.Config(
-        endpoint,
+        endpoint if app is None else app,
         host=host,
         port=port,
         loop=loop,
@@ -97,12 +155,28 @@ def draining_server(config: Any, endpoint: Any) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="phoenix-channels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve an Endpoint on the fast path")
-    run.add_argument("endpoint", help="module:attribute of a phoenix_channels.Endpoint")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=4000)
+    run = commands.add_parser(
+        "serve",
+        help="serve an Endpoint on the fast path",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     run.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "endpoint",
+        help="module:attribute of a phoenix_channels.Endpoint or of an app mounting one "
+        "(module alone: :endpoint)",
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to bind")
+    run.add_argument("--port", type=int, default=4000, help="port to bind (0: any free port)")
+    run.add_argument(
+        "--app-dir",
+        default=".",
+        help="directory to import the module from (put first on sys.path)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="logging level",
     )
     run.add_argument(
         "--workers",
@@ -118,9 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    endpoint = load_endpoint(args.endpoint)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    try:
+        app, endpoint = load_app(args.endpoint, args.app_dir)
+    except CommandError as exc:
+        parser.exit(2, f"phoenix-channels: error: {exc}\n")
     if args.workers > 1:
         from ._workers import serve_workers
         from .pubsub import LocalAdapter
@@ -134,17 +211,31 @@ def main(argv: list[str] | None = None) -> None:
                 "others. Give the Endpoint pubsub=PubSub.redis(url) or PubSub.nats(url), or "
                 "run one worker.\n",
             )
-        raise SystemExit(
-            serve_workers(
+    problem = missing_shared_secret(endpoint, workers=args.workers)
+    if problem:
+        parser.exit(2, f"phoenix-channels: error: {problem}\n")
+    if args.workers > 1:
+        metrics_dir = None
+        if getattr(endpoint, "metrics", None) is not None:
+            from .metrics import MultiprocessDir
+
+            metrics_dir = MultiprocessDir()  # the workers' values, summed at each scrape
+        try:
+            status = serve_workers(
                 args.endpoint,
                 args.workers,
                 args.host,
                 args.port,
                 args.log_level,
                 grace=endpoint.drain_timeout + 10,
+                app_dir=os.path.abspath(args.app_dir),
+                on_exit=metrics_dir.worker_exited if metrics_dir is not None else None,
             )
-        )
-    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port)
+        finally:
+            if metrics_dir is not None:
+                metrics_dir.close()
+        raise SystemExit(status)
+    serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port, app=app)
 
 
 if __name__ == "__main__":

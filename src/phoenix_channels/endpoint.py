@@ -11,36 +11,46 @@ URL it is given). Two ways to run it:
   (:mod:`phoenix_channels.transports.websocket`), which parses frames
   itself, holds no task for an idle connection and writes ready frames.
 
-Every transport goes through :meth:`Endpoint.handshake`, which applies the
-checks in Phoenix's order (method, origin, auth token, sub-protocol,
-serializer, ``connect``, ``id``, upgrade headers) and says accept or refuse.
+Every transport goes through :meth:`Endpoint.handshake`, which runs
+:mod:`phoenix_channels.handshake` (the checks in Phoenix's order: method,
+origin, auth token, sub-protocol, serializer, ``connect``, ``id``, upgrade
+headers) and says accept or refuse. Open connections are kept by
+``endpoint.registry`` (:mod:`phoenix_channels.registry`), which the
+transports and sockets report to.
 Requests for other paths go to ``app`` when one is given, else get a 404.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from collections.abc import Hashable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .channel import check_payload
+from . import handshake as _handshake
+from ._asgi_types import ASGIApp, ASGIReceive, ASGISend, Scope
+from ._awaitable import must_await
+from ._secret import missing_shared_secret
 from .errors import ConfigurationError
+from .handshake import Accepted, Refused
+from .handshake import parse_params as parse_params  # its old home
 from .history import Position
 from .history.recovery import history_routes
 from .origin import CheckOrigin, OriginPolicy
 from .protocol import Broadcast
+from .protocol.checks import check_payload
+from .protocol.close_codes import CloseCode
 from .pubsub import PubSub
 from .raw import RawSocket
+from .registry import Connection, ConnectionRegistry
 from .socket import Socket
+from .telemetry import ENDPOINT_DRAIN, SOCKET_CONNECT, connect_done, now
+from .transports.asgi import serve_asgi_websocket
 from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
-from .transports.rfc6455 import Deflate, negotiate_deflate
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 SocketClass = type[Socket] | type[RawSocket]
 
@@ -48,12 +58,6 @@ __all__ = ["Accepted", "Endpoint", "Refused"]
 
 log = logging.getLogger("phoenix_channels.endpoint")
 
-Scope = MutableMapping[str, Any]
-ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
-
-_TOKEN_PREFIX = "base64url.bearer.phx."
 _NOT_FOUND = b'{"errors":{"detail":"Not Found"}}'
 
 
@@ -63,49 +67,6 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-class Connection(Protocol):
-    """What the endpoint keeps of each open connection, whatever its transport."""
-
-    last_seen: float
-    timeout: float
-
-    def idle_close(self) -> None: ...
-
-    def drain(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Accepted:
-    socket: Socket | RawSocket
-    subprotocol: str | None
-    deflate: Deflate | None
-
-
-@dataclass(slots=True)
-class Refused:
-    status: int
-    body: bytes = b""
-
-
-def parse_params(query: str) -> dict[str, Any]:
-    """Query string to connect params: the last value of a key wins, ``a[b]=1`` nests."""
-    params: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if "[" in key and key.endswith("]"):
-            head, _, rest = key.partition("[")
-            parts = [head, *rest[:-1].split("][")]
-            node = params
-            for part in parts[:-1]:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            node[parts[-1]] = value
-        else:
-            params[key] = value
-    return params
 
 
 class Endpoint:
@@ -121,7 +82,8 @@ class Endpoint:
     * ``compress``: offer permessage-deflate (off).
     * ``secret_key_base``: the secret for tokens (:mod:`phoenix_channels.token`)
       and long-poll sessions; at least 20 bytes. Random per process if not
-      given, which is fine for one process but not for a cluster.
+      given: fine for one process (a restart invalidates its tokens and
+      long-poll sessions), refused at start with a Redis or NATS adapter.
     * ``max_outbound_buffer``: bytes a connection may have waiting to be sent
       (beyond what the kernel holds) before it is closed as a slow consumer
       with code 1013 (8 MiB).
@@ -131,6 +93,12 @@ class Endpoint:
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
+    * ``metrics_path``: serve Prometheus metrics at this path, e.g.
+      ``"/metrics"`` (off: ``None``; needs ``phoenix-channels[prometheus]``;
+      see docs/telemetry.md). ``endpoint.metrics`` is the
+      :class:`~phoenix_channels.metrics.PrometheusMetrics`.
+    * ``dashboard``: a :class:`~phoenix_channels.dashboard.Dashboard` (off:
+      ``None``): the live dashboard page, behind the guard it is given.
     """
 
     def __init__(
@@ -149,6 +117,8 @@ class Endpoint:
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
+        metrics_path: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         if not sockets:
             raise ConfigurationError(
@@ -189,7 +159,6 @@ class Endpoint:
                 "max_connections_per_client must be a positive int, or None for no limit"
             )
         self.max_connections_per_client = max_connections_per_client
-        self._clients: dict[str, int] = {}  # peer address -> open connections
         if secret_key_base is None:
             # Fine for one process; a cluster must share one (long-poll sessions,
             # tokens signed on one node and verified on another).
@@ -207,14 +176,23 @@ class Endpoint:
         self.drain_batch_size = drain_batch_size
         self.drain_interval = drain_interval
         self.drain_timeout = drain_timeout
-        self.connections: set[Connection] = set()
-        self.longpoll_sessions: dict[str, LongPollSession] = {}
+        self.registry = ConnectionRegistry(self.pubsub, max_connections_per_client)
+        """Open connections, long-poll sessions and per-address counts (transports report here)."""
         self.instance_id = secrets.token_urlsafe(12)  # tells this endpoint's sessions apart
         self._started = False
         self._draining: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._inner_lifespan: _Lifespan | None = None
         self._services: list[Service] = []
+        self.metrics_path = metrics_path
+        self.metrics: Any = None
+        if metrics_path is not None:
+            from .metrics import install
+
+            self.metrics = install(self, metrics_path)
+        self.dashboard = dashboard
+        if dashboard is not None:
+            self._websocket_paths[dashboard.path + "/live/websocket"] = dashboard.bind(self)
 
     def add_service(self, service: Service) -> None:
         """Run ``service.start()`` when the endpoint starts (after PubSub), and
@@ -225,13 +203,29 @@ class Endpoint:
         """
         self._services.append(service)
 
+    @property
+    def connections(self) -> set[Connection]:
+        """Open connections of every transport (``registry.connections``)."""
+        return self.registry.connections
+
+    @property
+    def longpoll_sessions(self) -> dict[str, LongPollSession]:
+        """Live long-poll sessions of this endpoint by id (``registry.sessions``)."""
+        return self.registry.sessions
+
+    @property
+    def _clients(self) -> dict[str, int]:
+        return self.registry.addresses
+
     # -- broadcasting -------------------------------------------------------------
 
+    @must_await
     async def broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to every subscriber of ``topic`` on every node."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload))
 
+    @must_await
     async def broadcast_from(self, from_: Hashable, topic: str, event: str, payload: Any) -> None:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
@@ -255,11 +249,15 @@ class Endpoint:
         """Start PubSub and the idle sweeper (the ASGI lifespan does this for you)."""
         if self._started:
             return
+        problem = missing_shared_secret(self)
+        if problem:
+            raise ConfigurationError(problem)
         self._started = True
+        self._draining = None  # a restarted endpoint drains again on its next stop
         await self.pubsub.start()
         for service in self._services:
             await service.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
+        self._sweeper = asyncio.get_running_loop().create_task(self.registry.sweep_idle())
 
     async def stop(self) -> None:
         """Drain every connection (close 1012, channels end "shutdown:draining"), stop PubSub."""
@@ -288,24 +286,21 @@ class Endpoint:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        started, count = now(), len(self.connections)
         deadline = loop.time() + self.drain_timeout
-        while self.connections and loop.time() < deadline:
-            batch = list(self.connections)[: self.drain_batch_size]
-            for conn in batch:
+        while self.registry.connections and loop.time() < deadline:
+            for conn in self.registry.take(self.drain_batch_size):
                 conn.drain()
-                self.connections.discard(conn)
             if self.connections and self.drain_interval:
                 await asyncio.sleep(min(self.drain_interval, max(0.0, deadline - loop.time())))
         # Let channel tasks run their terminate callbacks.
         for _ in range(3):
             await asyncio.sleep(0)
-
-    async def _sweep_idle(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for conn in [c for c in self.connections if now - c.last_seen > c.timeout]:
-                conn.idle_close()
+        if ENDPOINT_DRAIN.on:
+            ENDPOINT_DRAIN.emit(
+                {"duration": now() - started, "connections": count - len(self.connections)},
+                {"endpoint": self},
+            )
 
     # -- the handshake ---------------------------------------------------------------------
 
@@ -315,7 +310,7 @@ class Endpoint:
 
     async def handshake(
         self,
-        socket_cls: SocketClass,
+        socket_cls: _handshake.SocketClass,
         *,
         method: str,
         path: str,
@@ -325,144 +320,24 @@ class Endpoint:
         peer: tuple[str, int] | None,
         websocket: bool = True,
     ) -> Accepted | Refused:
-        """Decide whether a connection request becomes a socket, in Phoenix's order of checks."""
-        if method != "GET":
-            return Refused(400)
-        if not self._started:  # mounted in another app, whose lifespan does not reach us
+        """Decide whether a connection request becomes a socket (:mod:`.handshake`)."""
+        if method == "GET" and not self._started:  # mounted in an app whose lifespan skips us
             await self.start()
-        params = parse_params(query) if query else {}
-        # One pass over the headers: the last value of a name wins.
-        named: dict[bytes, bytes] = {}
-        x_headers, trace_headers, ws_headers = [], [], []
-        for key, value in headers:
-            named[key] = value
-            if key.startswith(b"x-"):
-                x_headers.append((key.decode("latin-1"), value.decode("latin-1")))
-            elif key.startswith(b"sec-websocket-"):
-                ws_headers.append((key.decode("latin-1"), value.decode("latin-1")))
-            elif key in (b"traceparent", b"tracestate"):
-                trace_headers.append((key.decode("latin-1"), value.decode("latin-1")))
-        host_header = named.get(b"host", b"").decode("latin-1")
-        host, colon, port_text = host_header.rpartition(":")
-        if not colon or not port_text.isdigit():
-            host, port_text = host_header, ""
-        port = int(port_text) if port_text else None
-        origin = named.get(b"origin")
-        limit = self.max_connections_per_client
-        if limit is not None and peer is not None and self._clients.get(peer[0], 0) >= limit:
-            log.warning(
-                "refused a connection from %s: %d connections from that address are open "
-                "(max_connections_per_client)",
-                peer[0],
-                limit,
-            )
-            return Refused(429, b"too many connections from this address")
-        if origin is not None and not self.origin_policy.allows(
-            origin.decode("latin-1"), scheme, host, port
-        ):
-            log.error(
-                "refused a connection from origin %r: not allowed by check_origin "
-                "(set Endpoint(check_origin=[...]) to allow it)",
-                origin.decode("latin-1"),
-            )
-            return Refused(403)
-        auth_token: str | None = None
-        protocols_header = named.get(b"sec-websocket-protocol")
-        offered = (
-            [p.strip() for p in protocols_header.decode("latin-1").split(",")]
-            if protocols_header
-            else []
+        start = now() if SOCKET_CONNECT.on else 0.0
+        outcome = await _handshake.handshake(
+            self,
+            socket_cls,
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            scheme=scheme,
+            peer=peer,
+            websocket=websocket,
         )
-        subprotocol = None
-        if socket_cls.auth_token:
-            tokens = [p for p in offered if p.startswith(_TOKEN_PREFIX)]
-            if len(tokens) == 1:
-                encoded = tokens[0][len(_TOKEN_PREFIX) :]
-                try:
-                    raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-                    auth_token = raw.decode()
-                except (binascii.Error, ValueError):
-                    log.warning(
-                        "refused a connection: malformed auth token in Sec-WebSocket-Protocol"
-                    )
-                    return Refused(400, b"malformed auth token")
-                offered = [p for p in offered if p is not tokens[0]]
-            if offered:
-                if "phoenix" not in offered:
-                    return Refused(403)
-                subprotocol = "phoenix"
-        user_agent = named.get(b"user-agent")
-        connect_info = {
-            "peer_data": {"address": peer[0], "port": peer[1]} if peer else None,
-            "uri": {"scheme": scheme, "host": host, "port": port, "path": path, "query": query},
-            "x_headers": x_headers,
-            "trace_context_headers": trace_headers,
-            "sec_websocket_headers": ws_headers,
-            "user_agent": user_agent.decode("latin-1") if user_agent is not None else None,
-            "auth_token": auth_token,
-        }
-        serializer = socket_cls.negotiate(params)
-        if serializer is None:
-            log.warning(
-                "refused a connection: unsupported vsn %r (1.0.x and 2.0.x are served)",
-                params.get("vsn"),
-            )
-            return Refused(403)
-        sock = socket_cls(self, params, serializer)
-        try:
-            accepted = await sock.connect(params, connect_info)
-        except Exception:
-            log.exception("%s.connect raised", socket_cls.__name__)
-            return Refused(500)
-        if accepted is not True:
-            if accepted is not False:
-                log.warning(
-                    "%s.connect returned %r; return True to accept, False to refuse",
-                    socket_cls.__name__,
-                    accepted,
-                )
-            return Refused(403)
-        try:
-            sid = sock.id()
-        except Exception:
-            log.exception("%s.id raised", socket_cls.__name__)
-            return Refused(500)
-        if sid is not None and type(sid) is not str:
-            log.error("%s.id returned %r; it must return a str or None", socket_cls.__name__, sid)
-            return Refused(403)
-        sock._id = sid
-        deflate = None
-        if websocket:
-            problem = _upgrade_problem(named)
-            if problem:
-                return Refused(400, problem.encode())
-            if self.compress:
-                offer = named.get(b"sec-websocket-extensions")
-                deflate = negotiate_deflate(offer.decode("latin-1") if offer else None)
-        if sid is not None:  # a disconnect broadcast from any node must reach this socket
-            await self.pubsub.prepare(sid)
-        if limit is not None and peer is not None:
-            sock._client = peer[0]  # counted from attach() to closed()
-        return Accepted(sock, subprotocol, deflate)
-
-    def _socket_opened(self, sock: Socket | RawSocket) -> None:
-        """A socket went live: subscribe it to its id, count it against its address."""
-        if sock._id is not None:
-            self.pubsub.subscribe(sock._id, sock._on_id_message)
-        if sock._client is not None:
-            self._clients[sock._client] = self._clients.get(sock._client, 0) + 1
-
-    def _socket_closed(self, sock: Socket | RawSocket) -> None:
-        """The other half of :meth:`_socket_opened`; safe to call once per opened socket."""
-        if sock._id is not None:
-            self.pubsub.unsubscribe(sock._id, sock._on_id_message)
-        address, sock._client = sock._client, None
-        if address is not None:
-            left = self._clients.get(address, 0) - 1
-            if left > 0:
-                self._clients[address] = left
-            else:
-                self._clients.pop(address, None)
+        if start:
+            connect_done(self, socket_cls, path, headers, websocket, outcome, start)
+        return outcome
 
     # -- ASGI ------------------------------------------------------------------------------
 
@@ -472,8 +347,6 @@ class Endpoint:
         if kind == "websocket":
             socket_cls = self.websocket_socket(path)
             if socket_cls is not None:
-                from .transports.asgi import serve_asgi_websocket
-
                 await serve_asgi_websocket(self, socket_cls, scope, receive, send)
                 return
         elif kind == "lifespan":
@@ -481,6 +354,12 @@ class Endpoint:
             return
         elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
             await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
+            return
+        elif kind == "http" and self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard.serve(scope, receive, send)
+            return
+        elif kind == "http" and path == self.metrics_path and self.metrics is not None:
+            await self.metrics.serve(scope, receive, send)
             return
         elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")
@@ -490,7 +369,7 @@ class Endpoint:
         elif kind == "http":
             await _plain_response(send, 404, _NOT_FOUND, b"application/json")
         else:
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
 
     async def _lifespan(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         while True:
@@ -519,19 +398,6 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
-
-
-def _upgrade_problem(named: dict[bytes, bytes]) -> str | None:
-    connection = named.get(b"connection", b"").lower()
-    if b"upgrade" not in [part.strip() for part in connection.split(b",")]:
-        return "'connection' header must contain 'upgrade'"
-    if named.get(b"upgrade", b"").lower() != b"websocket":
-        return "'upgrade' header must contain 'websocket'"
-    if not named.get(b"sec-websocket-key"):
-        return "'sec-websocket-key' header is missing"
-    if named.get(b"sec-websocket-version") != b"13":
-        return "'sec-websocket-version' header must be '13'"
-    return None
 
 
 async def _plain_response(

@@ -14,6 +14,7 @@ through. With one, ``check_origin`` decides:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult, urlsplit
 
@@ -34,13 +35,22 @@ def _port(parts: SplitResult) -> int | None:
     return port if port is not None else _DEFAULT_PORTS.get(parts.scheme)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OriginPolicy:
     """A compiled ``check_origin`` setting."""
 
     __slots__ = ("_allowed", "_func", "_host", "_mode")
 
     def __init__(self, check_origin: CheckOrigin, host: str = "localhost") -> None:
-        self._host = host.lower()
+        self._host = host.lower().removeprefix("[").removesuffix("]")
         self._func: Callable[[SplitResult], bool] | None = None
         self._allowed: list[tuple[str | None, str, int | None]] = []
         if check_origin is True or check_origin is False:
@@ -69,6 +79,28 @@ class OriginPolicy:
                 f"check_origin must be True, False, 'conn', a list of origins or a callable, "
                 f"got {check_origin!r}"
             )
+
+    def advice(self, origin: str) -> str:
+        """What to change so that ``origin`` is allowed: one sentence for the error log."""
+        parts = urlsplit(origin)
+        origin_host = (parts.hostname or "").lower()
+        allow = f"//{parts.netloc}" if parts.netloc else origin
+        list_fix = f"allow it with Endpoint(check_origin=[{allow!r}, ...])"
+        if self._mode == "host" and _is_loopback(origin_host):
+            return (
+                f"its host {origin_host!r} is not this endpoint's host {self._host!r}; "
+                f"if this is where you serve, set Endpoint(host={origin_host!r}), or {list_fix}"
+            )
+        if self._mode == "host":
+            return f"its host is not this endpoint's host {self._host!r}; {list_fix}"
+        if self._mode == "conn":
+            return (
+                "it is not the request's own scheme, host and port (check_origin='conn'); "
+                + list_fix
+            )
+        if self._mode == "func":
+            return "the check_origin callable returned False"
+        return f"it is not in the check_origin list; {list_fix}"
 
     @property
     def enabled(self) -> bool:

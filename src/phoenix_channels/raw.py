@@ -23,12 +23,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._mailbox import Mailbox
+from . import _contracts
+from ._closed import ClosedFlag
+from ._mailbox import IN, INFO, TERMINATE, Mailbox
 from .errors import ConfigurationError
+from .interfaces import EndpointAPI
 from .protocol import RAW, Serializer
+from .protocol.close_codes import CloseCode
+from .telemetry import SOCKET_CLOSE, SOCKET_OPEN, socket_closed, socket_opened
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import Transport
 
 __all__ = ["RawSocket"]
@@ -58,6 +62,7 @@ class RawSocket(Mailbox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.RAW_SOCKET_ASYNC, _contracts.SOCKET_SYNC)
         if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
             raise ConfigurationError(f"{cls.__name__}.timeout must be a positive number of seconds")
 
@@ -66,7 +71,9 @@ class RawSocket(Mailbox):
         """Raw sockets speak no Phoenix protocol: any ``vsn`` (or none) is fine."""
         return RAW
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         Mailbox.__init__(self)
         self.endpoint = endpoint
         self.params = params
@@ -74,7 +81,7 @@ class RawSocket(Mailbox):
         self.assigns: dict[str, Any] = {}
         self.transport: Transport | None = None
         self._id: str | None = None
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._state = _NEW
 
     # -- callbacks to override ---------------------------------------------------------
@@ -111,41 +118,68 @@ class RawSocket(Mailbox):
     def send_info(self, message: Any) -> None:
         """Queue ``message`` for :meth:`handle_info`."""
         if self._state == _OPEN:
-            self._enqueue("info", message)
+            self._enqueue(INFO, message)
 
     def close(
-        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        reason: str = "",
+        channel_reason: Any = "shutdown:closed",
     ) -> None:
         """Close the connection; ``terminate`` gets ``channel_reason``."""
         transport = self.transport
-        self.closed(channel_reason)
+        self.connection_lost(channel_reason)
         if transport is not None:
             transport.close(code, reason)
 
     # -- the transport's side --------------------------------------------------------------
 
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
+        """See :meth:`phoenix_channels.Socket.handshake_done`."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        self.endpoint._socket_opened(self)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
+        if SOCKET_OPEN.on:
+            socket_opened(self)
+
+    def _unregister(self) -> None:
+        address, self._client = self._client, None
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
+        if SOCKET_CLOSE.on:
+            socket_closed(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:
-            self._enqueue("in", (data, binary))
+            self._enqueue(IN, (data, binary))
 
-    def closed(self, reason: Any = "shutdown:closed") -> None:
+    @property
+    def closed(self) -> ClosedFlag:
+        """Whether the connection has ended (truthy); see :mod:`phoenix_channels._closed`."""
+        return ClosedFlag(self._state >= _TERMINATING, self.connection_lost)
+
+    def connection_lost(self, reason: Any = "shutdown:closed") -> None:
         if self._state != _OPEN:
             return
         self._state = _TERMINATING  # only the terminate message is taken from now on
         self.transport = None
-        self.endpoint._socket_closed(self)
+        self._unregister()
         if self._mailbox:
             self._mailbox.clear()
-        self._enqueue("terminate", reason)
+        self._enqueue(TERMINATE, reason)
 
     def _on_id_message(self, message: Any) -> None:
         if getattr(message, "event", None) == "disconnect":
-            self.close(1001, "disconnected", "shutdown:disconnected")
+            self.close(CloseCode.GOING_AWAY, "disconnected", "shutdown:disconnected")
 
     # -- the mailbox ---------------------------------------------------------------------------
 
@@ -153,9 +187,9 @@ class RawSocket(Mailbox):
         return self._state < _DONE
 
     async def _dispatch(self, kind: str, value: Any) -> None:
-        if kind == "in":
+        if kind == IN:
             await self.handle_in(*value)
-        elif kind == "info":
+        elif kind == INFO:
             await self.handle_info(value)
         else:
             await self._terminate(value)
@@ -166,9 +200,9 @@ class RawSocket(Mailbox):
         if self._state == _OPEN:
             self._state = _TERMINATING
             self.transport = None
-            self.endpoint._socket_closed(self)
+            self._unregister()
             if transport is not None:
-                transport.close(1011, "internal error")
+                transport.close(CloseCode.INTERNAL_ERROR, "internal error")
             await self._terminate(exc)
 
     async def _terminate(self, reason: Any) -> None:

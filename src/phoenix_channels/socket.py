@@ -2,7 +2,7 @@
 
 Subclass :class:`Socket` to say which channels serve which topics and who
 may connect. One instance exists per connection; it routes decoded messages
-to channels following :mod:`phoenix_channels.protocol.socket_state`, answers
+to channels following :mod:`phoenix_channels.protocol.topic_table`, answers
 heartbeats, serialises joins (messages that arrive while a join runs wait for
 it) and writes the frames of its channels through its transport.
 """
@@ -12,15 +12,33 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _contracts
+from ._closed import ClosedFlag
+from ._mailbox import IN, JOIN, LEAVE
 from .channel import Channel
 from .errors import ConfigurationError, DecodeError, EncodeError
-from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Serializer, serializer_for
-from .protocol.socket_state import Action, Entry, EntryState, Router, TopicTable
+from .interfaces import EndpointAPI
+from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Ref, Serializer, serializer_for
+from .protocol.close_codes import CloseCode
+from .protocol.router import Router
+from .protocol.topic_table import Action, Entry, EntryState, TopicTable
+from .telemetry import (
+    SOCKET_CLOSE,
+    SOCKET_LIMIT,
+    SOCKET_OPEN,
+    SOCKET_RECEIVE,
+    SOCKET_SEND,
+    limit_hit,
+    receive_event,
+    size_of,
+    socket_closed,
+    socket_opened,
+)
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
     from .transports.base import FrameEncoder, Transport
     from .transports.longpoll import LongPoll
 
@@ -30,6 +48,8 @@ log = logging.getLogger("phoenix_channels.socket")
 
 ConnectInfo = dict[str, Any]
 Route = tuple[type[Channel], dict[str, Any] | None]
+ChannelFactory = Callable[["Socket", type[Channel], str, Ref, "dict[str, Any] | None"], Channel]
+"""Builds the channel for a join: ``(socket, channel_cls, topic, join_ref, assigns)``."""
 
 _UNMATCHED = {"reason": "unmatched topic"}
 _TOO_MANY = {"reason": "too many channels joined"}
@@ -82,6 +102,7 @@ class Socket:
         "_replaced",
         "_table",
         "assigns",
+        "channel_factory",
         "endpoint",
         "limited",
         "params",
@@ -91,6 +112,7 @@ class Socket:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _contracts.check_callbacks(cls, _contracts.SOCKET_ASYNC, _contracts.SOCKET_SYNC)
         routes: list[tuple[str, Route]] = []
         for pattern, target in dict(cls.channels).items():
             channel, assigns = target if isinstance(target, tuple) else (target, None)
@@ -116,7 +138,9 @@ class Socket:
                 "no limit"
             )
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any], serializer: Serializer) -> None:
+    def __init__(
+        self, endpoint: EndpointAPI, params: dict[str, Any], serializer: Serializer
+    ) -> None:
         self.endpoint = endpoint
         self.params = params
         self.serializer = serializer
@@ -129,11 +153,14 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
-        self._client: str | None = None  # the peer address, when the endpoint counts them
+        self._client: str | None = None  # the peer address, when the registry counts them
         self._rate_count = 0
         self._rate_start = 0.0
         self.limited = 0
         """Inbound messages refused by a limit (rate or depth), for monitoring."""
+        self.channel_factory: ChannelFactory | None = None
+        """An internal seam: builds each joined channel instead of ``channel_cls(...)``
+        (:mod:`phoenix_channels.testing` uses it to watch the channels it joins)."""
 
     @classmethod
     def negotiate(cls, params: dict[str, Any]) -> Serializer | None:
@@ -152,21 +179,34 @@ class Socket:
 
     # -- the transport's side ------------------------------------------------------
 
+    def handshake_done(self, sid: str | None, address: str | None) -> None:
+        """Called by the handshake once ``connect`` accepted: this socket's id, and the
+        peer address the registry counts it under (None when nothing is counted)."""
+        self._id = sid
+        self._client = address
+
     def attach(self, transport: Transport) -> None:
         """Start serving: called by the transport once the connection is accepted."""
         self.transport = transport
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        self.endpoint._socket_opened(self)
+        sid = self._id  # the bound method only when there is an id to subscribe
+        self.endpoint.registry.socket_opened(
+            sid, self._client, None if sid is None else self._on_id_message
+        )
+        if SOCKET_OPEN.on:
+            socket_opened(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
+        if SOCKET_RECEIVE.on:
+            receive_event(self, data, binary)
         try:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
             log.warning("closing connection: %s", exc)
-            self.close(1011, str(exc)[:120])
+            self.close(CloseCode.INTERNAL_ERROR, str(exc)[:120])
             return
         # Cheap guards first: the walk runs only for frames with enough brackets
         # to nest that deep, and the clock is read once per max_messages_per_second.
@@ -198,13 +238,24 @@ class Socket:
             return
         self._handle(msg)
 
-    def closed(self, reason: Any = "shutdown:closed") -> None:
+    @property
+    def closed(self) -> ClosedFlag:
+        """Whether the connection has ended (truthy); see :mod:`phoenix_channels._closed`."""
+        return ClosedFlag(self._closed, self.connection_lost)
+
+    def connection_lost(self, reason: Any = "shutdown:closed") -> None:
         """The connection is gone (client closed, network lost). Ends every channel."""
         if self._closed and self.transport is None:
             return
         self._closed = True
         self.transport = None
-        self.endpoint._socket_closed(self)
+        address, self._client = self._client, None
+        sid = self._id
+        self.endpoint.registry.socket_closed(
+            sid, address, None if sid is None else self._on_id_message
+        )
+        if SOCKET_CLOSE.on:
+            socket_closed(self)
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):
@@ -212,11 +263,14 @@ class Socket:
         self._table.entries.clear()
 
     def close(
-        self, code: int = 1000, reason: str = "", channel_reason: Any = "shutdown:closed"
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        reason: str = "",
+        channel_reason: Any = "shutdown:closed",
     ) -> None:
         """Close the connection from the server side; channels terminate with ``channel_reason``."""
         transport = self.transport
-        self.closed(channel_reason)
+        self.connection_lost(channel_reason)
         if transport is not None:
             transport.close(code, reason)
 
@@ -231,21 +285,26 @@ class Socket:
         action = decision.action
         encoder = self._encoder
         if action is Action.FORWARD:
-            decision.entry.channel._enqueue("in", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(IN, msg)  # type: ignore[union-attr]
         elif action is Action.HEARTBEAT:
             self._send(encoder.reply(None, msg.ref, msg.topic, "ok", {}))
         elif action is Action.JOIN:
             self._start_join(msg, decision.route, decision.entry)  # type: ignore[arg-type]
         elif action is Action.LEAVE:
-            decision.entry.channel._enqueue("leave", msg)  # type: ignore[union-attr]
+            decision.entry.channel._enqueue(LEAVE, msg)  # type: ignore[union-attr]
         elif action is Action.UNMATCHED:
-            if msg.event == "phx_join":
-                log.warning("ignoring unmatched topic %r", msg.topic)
+            if msg.event == "phx_join" and _first_time(self, "unmatched"):
+                log.warning("ignoring unmatched topic %r (logged once per connection)", msg.topic)
             self._send(encoder.reply(None, msg.ref, msg.topic, "error", _UNMATCHED))
         elif action is Action.LEAVE_UNJOINED:
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", {}))
         elif action is Action.TOO_MANY:
-            log.error("%r refused: %d channels already joined", msg.topic, self.max_channels)
+            if _first_time(self, "too_many"):
+                log.error(
+                    "%r refused: %d channels already joined (logged once per connection)",
+                    msg.topic,
+                    self.max_channels,
+                )
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", _TOO_MANY))
         # Action.STALE: a message for an earlier join of the topic; dropped without reply.
 
@@ -262,10 +321,14 @@ class Socket:
             assigns = dict(self.assigns)
             if route_assigns:
                 assigns.update(route_assigns)
-        channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        factory = self.channel_factory
+        if factory is None:
+            channel = channel_cls(self, msg.topic, msg.join_ref, assigns)
+        else:
+            channel = factory(self, channel_cls, msg.topic, msg.join_ref, assigns)
         self._table.add(msg.topic, msg.join_ref, channel)
         self._joining = channel
-        channel._enqueue("join", msg)
+        channel._enqueue(JOIN, msg)
 
     def _join_done(self, channel: Channel, msg: Message, status: str, response: Any) -> bool:
         """The channel's join finished; False if its ok reply could not be encoded."""
@@ -285,7 +348,7 @@ class Socket:
             if status == "ok" and encoded:
                 entry.advance("joined")
                 self.endpoint.pubsub.subscribe_fastlane(
-                    msg.topic, channel, self._send, encoder, channel._intercepts
+                    msg.topic, channel, self._deliver, encoder, channel._intercepts
                 )
             else:
                 self._table.remove(entry)
@@ -317,6 +380,8 @@ class Socket:
     def _refuse(self, msg: Message, response: dict[str, str], why: str, limit: int) -> None:
         """Answer a message refused by a limit with an error reply; log once per burst."""
         self.limited += 1
+        if SOCKET_LIMIT.on:
+            limit_hit(self, "rate" if response is _RATE_LIMITED else "depth", False)
         if self.limited == 1 or self.limited % 1000 == 0:
             log.warning("refused %d message(s) from %r: " + why, self.limited, self, limit)
         if self.transport is not None:
@@ -328,14 +393,34 @@ class Socket:
         transport = self.transport
         if transport is not None:
             transport.send(item)
+            if SOCKET_SEND.on:
+                SOCKET_SEND.emit(
+                    {"bytes": size_of(item)}, {"socket": self, "transport": transport.name}
+                )
+
+    def _deliver(self, frame: Any) -> None:
+        """A broadcast's ready frame (the fast lane; telemetry counts it per broadcast)."""
+        transport = self.transport
+        if transport is not None:
+            transport.send(frame)
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":
-            self.close(1001, "disconnected", "shutdown:disconnected")
+            self.close(CloseCode.GOING_AWAY, "disconnected", "shutdown:disconnected")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"
+
+
+def _first_time(sock: Socket, what: str) -> bool:
+    """Whether ``what`` is logged for the first time on this connection: a client that
+    repeats a mistake gets one log line, not one per message."""
+    logged: set[str] = sock.__dict__.setdefault("_logged", set())
+    if what in logged:
+        return False
+    logged.add(what)
+    return True
 
 
 def _nested_deeper(value: Any, limit: int) -> bool:

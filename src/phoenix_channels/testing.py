@@ -43,20 +43,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from unittest.mock import ANY
 
 import orjson
 
 from .channel import Channel, is_graceful
-from .errors import ConfigurationError, JoinError, UsageError
+from .client.codec import V2_CODEC
+from .endpoint import Endpoint
+from .errors import ConfigurationError, ConnectionRefused, EncodeError, JoinError, UsageError
+from .handshake import NotConnected, connected, socket_id
 from .protocol import PHX_ERROR, V2, Broadcast, Message, Reply, Serializer
 from .socket import Socket
 from .transports.base import FrameEncoder
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
 
 __all__ = [
     "ANY",
@@ -64,7 +65,7 @@ __all__ = [
     "DEFAULT_REFUTE_TIMEOUT",
     "ChannelCrashed",
     "ChannelTest",
-    "ConnectRefused",
+    "ConnectionRefused",
     "TestChannel",
     "TestSocket",
 ]
@@ -83,8 +84,17 @@ Pattern = Any
 dicts and lists), :data:`ANY`, or a predicate ``lambda value: bool``."""
 
 
-class ConnectRefused(Exception):
-    """``Socket.connect`` refused the connection (the real endpoint answers 403)."""
+def __getattr__(name: str) -> Any:
+    # The old name of ConnectionRefused, kept working (same class) for a while.
+    if name == "ConnectRefused":
+        warnings.warn(
+            "phoenix_channels.testing.ConnectRefused is deprecated; use "
+            "phoenix_channels.errors.ConnectionRefused (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ConnectionRefused
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ChannelCrashed(AssertionError):
@@ -105,16 +115,12 @@ def _wire(value: Any, what: str) -> Any:
 
 
 def _client_frame(join_ref: str, ref: str, topic: str, event: str, payload: Any) -> bytes:
-    """What a V2 client sends: a JSON array, or a binary push frame for bytes."""
-    if type(payload) is bytes:
-        fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode()]
-        if max(map(len, fields)) > 255:
-            raise UsageError("binary pushes allow at most 255 bytes of topic, event and refs")
-        return bytes((0, *map(len, fields))) + b"".join(fields) + payload
+    """What a V2 client sends (a JSON array, or a binary push for bytes): the client's codec."""
     try:
-        return orjson.dumps([join_ref, ref, topic, event, payload])
-    except TypeError as exc:
+        prepared = V2_CODEC.prepare(topic, event, payload)
+    except EncodeError as exc:
         raise UsageError(f"a payload must be JSON-serializable (or bytes): {exc}") from None
+    return V2_CODEC.encode(join_ref, ref, topic, event, prepared)[0]
 
 
 class _Values:
@@ -183,7 +189,7 @@ class _Transport:
         self.paused = False
 
     def send(self, item: Any) -> None:
-        self._case._deliver(item)
+        self._case._deliver(item, self._owner)
 
     def close(self, code: int, reason: str) -> None:
         self._owner.closed = (code, reason)
@@ -197,27 +203,53 @@ class _Transport:
 
 
 class _Router:
-    """The socket's router, with instrumented channels and per-topic overrides."""
+    """The socket's routes plus the test's per-topic ``channel=`` overrides."""
 
-    __slots__ = ("_case", "_inner", "overrides")
+    __slots__ = ("_inner", "overrides")
 
-    def __init__(self, inner: Any, case: ChannelTest) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._case = case
         self.overrides: dict[str, type[Channel]] = {}
 
     def match(self, topic: str) -> Any:
         explicit = self.overrides.get(topic)
         if explicit is not None:
-            return self._case._factory(explicit), None
-        route = self._inner.match(topic)
-        if route is None:
-            return None
-        channel_cls, assigns = route
-        return self._case._factory(channel_cls), assigns
+            return explicit, None
+        return self._inner.match(topic)
 
     def __len__(self) -> int:
         return len(self._inner)
+
+
+class _Watch:
+    """A channel's observer (:class:`~phoenix_channels.channel.ChannelObserver`):
+    records how the channel ends (terminate's reason, a crash) and its join's error."""
+
+    __slots__ = ("_case", "_joined")
+
+    def __init__(self, case: ChannelTest, joined: TestChannel) -> None:
+        self._case = case
+        self._joined = joined
+
+    def join_crashed(self, channel: Channel, exc: BaseException) -> None:
+        self._joined._crash = exc
+
+    def terminating(self, channel: Channel, reason: Any) -> None:
+        joined = self._joined
+        joined._terminated = True
+        joined._reason = reason
+        if isinstance(reason, BaseException):
+            joined._crash = reason
+        elif not is_graceful(reason):  # the client gets phx_error, as for a crash
+            joined._crash = RuntimeError(f"stopped with reason {reason!r}")
+        if joined._crash is not None:
+            self._case._crashes.append(joined)
+
+    def terminate_raised(self, channel: Channel, exc: BaseException) -> None:
+        joined = self._joined
+        if joined._crash is None:
+            joined._crash = exc
+            self._case._crashes.append(joined)
 
 
 def _event_matcher(
@@ -244,11 +276,15 @@ def _matches(expected: Pattern, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-def _describe(item: Any) -> str:
+def _to(socket: TestSocket | None) -> str:
+    return "" if socket is None else f" to socket #{socket.number}"
+
+
+def _describe(item: Any, to: TestSocket | None = None) -> str:
     if type(item) is Message:
-        return f"push    {item.topic!r} {item.event!r} {item.payload!r}"
+        return f"push    {item.topic!r} {item.event!r} {item.payload!r}{_to(to)}"
     if type(item) is Reply:
-        return f"reply   {item.topic!r} ref={item.ref!r} {item.status!r} {item.response!r}"
+        return f"reply   {item.topic!r} ref={item.ref!r} {item.status!r} {item.response!r}{_to(to)}"
     if type(item) is Broadcast:
         return f"broadcast {item.topic!r} {item.event!r} {item.payload!r}"
     return repr(item)
@@ -330,13 +366,19 @@ class TestChannel:
     async def assert_push(
         self, event: str, payload: Pattern = ANY, *, timeout: float | None = None
     ) -> Message:
-        """:meth:`ChannelTest.assert_push` for this channel's topic."""
-        return await self.case.assert_push(event, payload, topic=self.topic, timeout=timeout)
+        """:meth:`ChannelTest.assert_push` for this channel's topic, sent to this channel's
+        own client (its socket): a push to another socket on the same topic does not match."""
+        return await self.case.assert_push(
+            event, payload, topic=self.topic, socket=self.socket, timeout=timeout
+        )
 
     async def refute_push(
         self, event: str, payload: Pattern = ANY, *, timeout: float | None = None
     ) -> None:
-        await self.case.refute_push(event, payload, topic=self.topic, timeout=timeout)
+        """Fail if this channel's own client gets a matching push within ``timeout``."""
+        await self.case.refute_push(
+            event, payload, topic=self.topic, socket=self.socket, timeout=timeout
+        )
 
     async def assert_stopped(self, reason: Pattern = ANY, *, timeout: float | None = None) -> Any:
         """Wait until the channel ended; returns the ``terminate`` reason (``None`` if
@@ -384,9 +426,12 @@ class TestSocket:
         self.case = case
         self.socket = socket
         self.closed: tuple[int, str] | None = None
+        self.number = len(case._sockets) + 1
+        """This socket's place among the test's sockets (1, 2, ...), shown in failure reports."""
         self.transport = _Transport(case, self)
-        self._router = _Router(socket._table.router, case)
+        self._router = _Router(socket._table.router)
         socket._table.router = self._router  # type: ignore[assignment]
+        socket.channel_factory = case._build_channel
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -447,7 +492,7 @@ class TestSocket:
     async def close(self, timeout: float = 5.0) -> None:
         """Close the connection: every channel terminates with ``"shutdown:closed"``."""
         channels = [c for c in self.case._channels if c.socket is self and not c.stopped]
-        self.socket.closed("shutdown:closed")
+        self.socket.connection_lost("shutdown:closed")
         for joined in channels:
             try:
                 async with asyncio.timeout(timeout):
@@ -456,8 +501,32 @@ class TestSocket:
                 joined.channel._kill()
                 joined._ended.set()
 
+    async def assert_push(
+        self,
+        event: str,
+        payload: Pattern = ANY,
+        *,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Wait for a push of ``event`` to this socket's client (on any topic, or ``topic``)."""
+        return await self.case.assert_push(
+            event, payload, topic=topic, socket=self, timeout=timeout
+        )
+
+    async def refute_push(
+        self,
+        event: str,
+        payload: Pattern = ANY,
+        *,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Fail if this socket's client gets a matching push within ``timeout``."""
+        await self.case.refute_push(event, payload, topic=topic, socket=self, timeout=timeout)
+
     def __repr__(self) -> str:
-        return f"<TestSocket {type(self.socket).__name__} id={self.id!r}>"
+        return f"<TestSocket #{self.number} {type(self.socket).__name__} id={self.id!r}>"
 
 
 class ChannelTest:
@@ -475,12 +544,12 @@ class ChannelTest:
         self.join_timeout = join_timeout
         self.received: list[Any] = []
         """Items that arrived and no assertion consumed yet, oldest first."""
+        self._recipients: list[TestSocket | None] = []  # beside received: who got each item
         self._refs = itertools.count(1)
         self._arrived: asyncio.Event | None = None
         self._sockets: list[TestSocket] = []
         self._channels: list[TestChannel] = []
         self._joins: dict[str, TestChannel] = {}
-        self._factories: dict[type[Channel], Callable[..., Channel]] = {}
         self._crashes: list[TestChannel] = []
         self._subscriptions: set[str] = set()
         # One bound method, kept: PubSub skips the sender of broadcast_from by identity.
@@ -551,7 +620,7 @@ class ChannelTest:
         sock = socket_cls(self.endpoint, {}, V2)
         if assigns:
             sock.assigns.update(assigns)
-        sock._id = id
+        sock.handshake_done(id, None)
         return self._attach(sock)
 
     async def connect(
@@ -564,7 +633,8 @@ class ChannelTest:
 
         ``params`` go through JSON (string keys). ``connect_info`` starts with
         every key the real transports provide (empty) and takes yours on top.
-        Raises :class:`ConnectRefused` if ``connect`` does not return True.
+        Raises :class:`~phoenix_channels.errors.ConnectionRefused` if ``connect``
+        returns False (and UsageError if it returns anything but a bool).
         """
         await self.start()
         if not (isinstance(socket_cls, type) and issubclass(socket_cls, Socket)):
@@ -576,14 +646,26 @@ class ChannelTest:
         info.update(connect_info or {})
         sock = socket_cls(self.endpoint, wire_params, V2)
         accepted = await sock.connect(wire_params, info)
-        if accepted is not True:
-            raise ConnectRefused(
-                f"{socket_cls.__name__}.connect returned {accepted!r} for params {wire_params!r}"
-            )
-        sid = sock.id()
-        if sid is not None and type(sid) is not str:
-            raise UsageError(f"{socket_cls.__name__}.id returned {sid!r}; it must return a str")
-        sock._id = sid
+        try:  # the handshake's own checks of what connect and id returned
+            connected(socket_cls.__name__, accepted)
+            sid = socket_id(sock, socket_cls.__name__)
+        except NotConnected as exc:
+            if exc.cause is not None:
+                raise exc.cause from None
+            if exc.stage == "connect" and type(exc.value) is bool:
+                raise ConnectionRefused(
+                    f"{socket_cls.__name__}.connect returned {exc.value!r} "
+                    f"for params {wire_params!r}"
+                ) from None
+            if exc.stage == "connect":
+                raise UsageError(
+                    f"{socket_cls.__name__}.connect returned {exc.value!r}; return True to "
+                    "accept, False to refuse (a real endpoint answers 403 and logs it)"
+                ) from None
+            raise UsageError(
+                f"{socket_cls.__name__}.id returned {exc.value!r}; it must return a str"
+            ) from None
+        sock.handshake_done(sid, None)
         return self._attach(sock)
 
     def _attach(self, sock: Socket) -> TestSocket:
@@ -646,16 +728,20 @@ class ChannelTest:
         payload: Pattern = ANY,
         *,
         topic: str | None = None,
+        socket: TestSocket | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Wait for a push (or a broadcast delivered to a joined client) of ``event``.
 
+        It matches a push to any test socket, unless ``socket`` names one
+        (``sock.assert_push(...)`` and ``channel.assert_push(...)`` do).
         Returns the :class:`Message`; consumes it, so the next assertion
         looks for another one.
         """
 
         match = _event_matcher(Message, event, payload, topic)
-        message = cast(Message, await self._take(match, timeout, _call("push", event, payload)))
+        what = _call("push", event, payload) + _to(socket)
+        message = cast(Message, await self._take(match, timeout, what, socket))
         if message.event == PHX_ERROR:
             for joined in self._crashes:
                 if joined.topic == message.topic and joined.join_ref == message.join_ref:
@@ -669,13 +755,16 @@ class ChannelTest:
         payload: Pattern = ANY,
         *,
         topic: str | None = None,
+        socket: TestSocket | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Fail if a matching push arrives within ``timeout`` (0.1 s by default)."""
+        """Fail if a matching push arrives within ``timeout`` (0.1 s by default), to any
+        socket or to ``socket``."""
         await self._refute(
             _event_matcher(Message, event, payload, topic),
             timeout,
-            _call("push", event, payload, verb="refute"),
+            _call("push", event, payload, verb="refute") + _to(socket),
+            socket,
         )
 
     async def assert_reply(
@@ -752,22 +841,37 @@ class ChannelTest:
     def _next_ref(self) -> str:
         return str(next(self._refs))
 
-    def _deliver(self, item: Any) -> None:
+    def _deliver(self, item: Any, to: TestSocket | None = None) -> None:
+        self._recipients_in_step().append(to)
         self.received.append(item)
         self._wake()
+
+    def _recipients_in_step(self) -> list[TestSocket | None]:
+        # A test may edit ``received`` itself; then who got what is unknown.
+        if len(self._recipients) != len(self.received):
+            self._recipients = [None] * len(self.received)
+        return self._recipients
 
     def _wake(self) -> None:
         if self._arrived is not None:
             self._arrived.set()
 
-    def _find(self, match: Callable[[Any], bool]) -> Any:
+    def _find(self, match: Callable[[Any], bool], to: TestSocket | None = None) -> Any:
+        recipients = self._recipients_in_step()
         for index, item in enumerate(self.received):
-            if match(item):
+            if (to is None or recipients[index] is to) and match(item):
                 del self.received[index]
+                del recipients[index]
                 return item
         return None
 
-    async def _take(self, match: Callable[[Any], bool], timeout: float | None, what: str) -> Any:
+    async def _take(
+        self,
+        match: Callable[[Any], bool],
+        timeout: float | None,
+        what: str,
+        to: TestSocket | None = None,
+    ) -> Any:
         limit = DEFAULT_ASSERT_TIMEOUT if timeout is None else timeout
         await self.start()
         arrived = self._arrived
@@ -775,7 +879,7 @@ class ChannelTest:
         try:
             async with asyncio.timeout(limit):
                 while True:
-                    found = self._find(match)
+                    found = self._find(match, to)
                     if found is not None:
                         return found
                     self._check_crashes()
@@ -787,7 +891,13 @@ class ChannelTest:
                 f"{what}: nothing matching arrived within {limit:g} s. " + self._inbox_report()
             ) from None
 
-    async def _refute(self, match: Callable[[Any], bool], timeout: float | None, what: str) -> None:
+    async def _refute(
+        self,
+        match: Callable[[Any], bool],
+        timeout: float | None,
+        what: str,
+        to: TestSocket | None = None,
+    ) -> None:
         limit = DEFAULT_REFUTE_TIMEOUT if timeout is None else timeout
         await self.start()
         arrived = self._arrived
@@ -795,9 +905,9 @@ class ChannelTest:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            for item in self.received:
-                if match(item):
-                    raise AssertionError(f"{what}: it arrived: {_describe(item)}")
+            for item, recipient in zip(self.received, self._recipients_in_step(), strict=True):
+                if (to is None or recipient is to) and match(item):
+                    raise AssertionError(f"{what}: it arrived: {_describe(item, recipient)}")
             self._check_crashes()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -812,66 +922,35 @@ class ChannelTest:
     def _inbox_report(self) -> str:
         if not self.received:
             return "Nothing else arrived either."
-        lines = [_describe(item) for item in self.received[-20:]]
+        pairs = list(zip(self.received, self._recipients_in_step(), strict=True))[-20:]
+        lines = [_describe(item, to) for item, to in pairs]
         more = len(self.received) - len(lines)
         head = f"Arrived and not consumed ({len(self.received)}"
         head += ", the last 20 shown):" if more else "):"
         return head + "\n  " + "\n  ".join(lines)
 
-    def _factory(self, channel_cls: type[Channel]) -> Callable[..., Channel]:
-        known = self._factories.get(channel_cls)
-        if known is not None:
-            return known
-
-        def factory(sock: Socket, topic: str, join_ref: Any, assigns: Any) -> Channel:
-            channel = channel_cls(sock, topic, join_ref, assigns)
-            self._instrument(sock, channel)
-            return channel
-
-        self._factories[channel_cls] = factory
-        return factory
-
-    def _instrument(self, sock: Socket, channel: Channel) -> None:
-        """Record how the channel ends (terminate's reason, a crash) and its join's error."""
+    def _build_channel(
+        self,
+        sock: Socket,
+        channel_cls: type[Channel],
+        topic: str,
+        join_ref: Any,
+        assigns: dict[str, Any] | None,
+    ) -> Channel:
+        """Each test socket's ``channel_factory``: build the channel, and watch it."""
+        channel = channel_cls(sock, topic, join_ref, assigns)
         owner = next(s for s in self._sockets if s.socket is sock)
         joined = TestChannel(self, owner, channel)
         self._channels.append(joined)
         self._joins[str(channel.join_ref)] = joined
-        user_join, user_terminate = channel.join, channel.terminate
-
-        async def join(topic: str, payload: Any) -> Any:
-            try:
-                return await user_join(topic, payload)
-            except JoinError:
-                raise
-            except Exception as exc:
-                joined._crash = exc
-                raise
-
-        async def terminate(reason: Any) -> None:
-            joined._terminated = True
-            joined._reason = reason
-            if isinstance(reason, BaseException):
-                joined._crash = reason
-            elif not is_graceful(reason):  # the client gets phx_error, as for a crash
-                joined._crash = RuntimeError(f"stopped with reason {reason!r}")
-            if joined._crash is not None:
-                self._crashes.append(joined)
-            try:
-                await user_terminate(reason)
-            except Exception as exc:
-                if joined._crash is None:
-                    joined._crash = exc
-                    self._crashes.append(joined)
-                raise
+        channel.observer = _Watch(self, joined)
 
         def ended(_channel: Channel) -> None:
             joined._ended.set()
             self._wake()
 
-        vars(channel)["join"] = join
-        vars(channel)["terminate"] = terminate
         channel.on_stop(ended)
+        return channel
 
     def _acknowledge(self, joined: TestChannel) -> None:
         if joined in self._crashes:
@@ -893,8 +972,6 @@ def _call(kind: str, *args: Any, verb: str = "assert") -> str:
 
 
 def _check_endpoint(value: Any) -> Endpoint:
-    from .endpoint import Endpoint
-
     if not isinstance(value, Endpoint):
         raise ConfigurationError(
             f"phoenix_endpoint must return a phoenix_channels.Endpoint, got {value!r}"

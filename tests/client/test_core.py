@@ -16,28 +16,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phoenix_channels import Message, NotJoinedError, UsageError
-from phoenix_channels.client._core import (
-    ChannelCore,
+from phoenix_channels.client._actions import (
     ChannelEnded,
-    ChannelState,
     Close,
     Closed,
     Deliver,
     Errored,
-    InvalidTransition,
     Joined,
     Open,
     Opened,
     Outcome,
     Pong,
-    PushCore,
     Send,
     Settled,
-    SocketCore,
-    default_reconnect_after,
-    default_rejoin_after,
 )
+from phoenix_channels.client._channel_machine import (
+    ChannelCore,
+    ChannelState,
+    InvalidTransition,
+    PushCore,
+)
+from phoenix_channels.client._socket_machine import SocketCore
+from phoenix_channels.client._timers import default_reconnect_after, default_rejoin_after
 from phoenix_channels.client.errors import ChannelClosedError, PushBufferFull
+from phoenix_channels.client.options import SocketOptions
 from phoenix_channels.protocol import V2
 
 
@@ -109,7 +111,8 @@ class Harness:
 
 def harness(**options: Any) -> Harness:
     options.setdefault("heartbeat_interval", 30.0)
-    return Harness(SocketCore(**options))
+    options.setdefault("jitter", 0.0)  # exact delays unless a test asks for jitter
+    return Harness(SocketCore(SocketOptions(**options)))
 
 
 def connected(**options: Any) -> Harness:

@@ -9,7 +9,8 @@ def test_public_names() -> None:
     assert sorted(client.__all__) == [
         "Channel", "ChannelClosedError", "ClientError", "ConnectError", "ConnectionRefused",
         "JoinRefused", "JoinTimeout", "LongPollTransport", "Message", "Presence", "Push",
-        "PushBufferFull", "PushTimeout", "Reply", "Socket", "Transport", "TransportOptions",
+        "PushBufferFull", "PushTimeout", "Reply", "Socket", "SocketOptions", "Transport",
+        "TransportOptions",
         "WebSocketTransport", "default_reconnect_after", "default_rejoin_after",
         "list_presences", "sync_diff", "sync_state",
     ]

@@ -16,6 +16,7 @@ from ..pubsub.engines import OwnServer, reachable, shared_url, unique_prefix, wa
 from ..support import Client, connect
 
 ENGINES = ["redis", "nats"]
+SECRET = "history-cluster-test-secret-" + "s" * 20  # one per cluster
 
 
 class RoomChannel(Channel):
@@ -49,7 +50,9 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[MakeNodes]:
         for _ in range(count):
             factory = PubSub.redis if engine == "redis" else PubSub.nats
             endpoint = Endpoint(
-                {"/socket": UserSocket}, pubsub=factory(shared_url(engine), prefix=prefix)
+                {"/socket": UserSocket},
+                pubsub=factory(shared_url(engine), prefix=prefix),
+                secret_key_base=SECRET,
             )
             await endpoint.start()
             started.append(endpoint)
@@ -98,7 +101,7 @@ async def test_positions_are_the_same_on_every_node_and_a_rejoin_elsewhere_recov
     epoch = got[1][1].split(":")[0]
     assert [f[1] for f in got[1:]] == [f"{epoch}:{n}" for n in (1, 2, 3)]
     last = got[-1][1]
-    first.socket.closed()
+    first.socket.connection_lost()
     await publish(b, range(4, 6))
     await publish(a, range(6, 8))
     second = await connect(c, UserSocket)
@@ -193,7 +196,9 @@ async def test_an_engine_restart_without_persistence_changes_the_epoch(
     prefix = unique_prefix()
     a, b = (
         Endpoint(
-            {"/socket": UserSocket}, pubsub=factory(server.url, prefix=prefix, max_backoff=0.2)
+            {"/socket": UserSocket},
+            pubsub=factory(server.url, prefix=prefix, max_backoff=0.2),
+            secret_key_base=SECRET,
         )
         for _ in range(2)
     )

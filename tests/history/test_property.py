@@ -98,7 +98,7 @@ async def run(nodes: list[Endpoint], ops: list[tuple[str, int, int]], clients: i
                 if m.client is not None:
                     await take(m, top)
         elif op == "cut" and model.client is not None:
-            model.client.socket.closed()
+            model.client.socket.connection_lost()
             model.client = None
         elif op == "rejoin" and model.client is None:
             mark = Position.parse(model.position)
@@ -185,7 +185,11 @@ def test_three_nodes_lose_nothing_recoverable(engine: str) -> None:
             prefix = unique_prefix()
             factory = PubSub.redis if engine == "redis" else PubSub.nats
             nodes = [
-                Endpoint({"/socket": UserSocket}, pubsub=factory(url, prefix=prefix))
+                Endpoint(
+                    {"/socket": UserSocket},
+                    pubsub=factory(url, prefix=prefix),
+                    secret_key_base="history-property-secret-" + "s" * 20,
+                )
                 for _ in range(3)
             ]
             for node in nodes:

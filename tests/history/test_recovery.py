@@ -90,7 +90,7 @@ async def test_rejoin_replays_missed_messages_in_order_then_goes_live() -> None:
     await publish(endpoint, "room:1", range(1, 3))
     await first.settle()
     last = pushes(first, "room:1")[-1][1]
-    first.socket.closed()
+    first.socket.connection_lost()
     await publish(endpoint, "room:1", range(3, 6))  # missed
     SEEN.clear()
     second = await connect(endpoint, UserSocket)

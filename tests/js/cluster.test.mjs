@@ -4,8 +4,8 @@
 // id, direct broadcasts; one node killed (its clients rejoin a survivor); the
 // engine restarted under the nodes (they survive and broadcasts resume).
 //
-// Nodes run tests/cluster/app.py. The shared Redis/NATS (127.0.0.1:6379/4222,
-// started by .ci/run) carry the first part, with a channel prefix of this run
+// Nodes run tests/cluster/app.py. The run's Redis/NATS (PHX_TEST_REDIS_URL and
+// PHX_TEST_NATS_URL, private instances started by `make test`) carry the first part, with a channel prefix of this run
 // only; the restart tests start their own redis-server/nats-server on a free
 // port and kill it by PID. Without a service the tests are skipped with the
 // reason, except in CI (CI=true), where that is a failure.
@@ -32,9 +32,11 @@ import {
 
 const IN_CI = process.env.CI === "true";
 const APP = "tests.cluster.app:endpoint";
+// The run's private services (tests/services.py, started by `make test`).
+const engineSpec = (url, binary) => ({ url, port: Number(new URL(url).port), binary });
 const ENGINES = {
-  redis: { port: 6379, url: "redis://127.0.0.1:6379/0", binary: "/usr/bin/redis-server" },
-  nats: { port: 4222, url: "nats://127.0.0.1:4222", binary: "/usr/sbin/nats-server" },
+  redis: engineSpec(process.env.PHX_TEST_REDIS_URL || "redis://127.0.0.1:6379/0", "/usr/bin/redis-server"),
+  nats: engineSpec(process.env.PHX_TEST_NATS_URL || "nats://127.0.0.1:4222", "/usr/sbin/nats-server"),
 };
 const RUN = `js${process.pid}-${Date.now().toString(36)}`;
 let prefixes = 0;
@@ -122,7 +124,7 @@ const isMarker = (e) => e.type === "shout" && e.payload.marker === true;
 for (const [engine, spec] of Object.entries(ENGINES)) {
   await suite(
     `three nodes over ${engine}`,
-    !sharedUp[engine] && `${engine} is not running at ${spec.url} (bash .ci/run starts it)`,
+    !sharedUp[engine] && `${engine} is not running at ${spec.url} (make test starts a private one)`,
     () => {
       const clients = new Clients();
       let nodes = [];
@@ -215,7 +217,7 @@ for (const [engine, spec] of Object.entries(ENGINES)) {
 
 await suite(
   "one node of three killed (--workers 3 on one port, Redis)",
-  !sharedUp.redis && `redis is not running at ${ENGINES.redis.url} (bash .ci/run starts it)`,
+  !sharedUp.redis && `redis is not running at ${ENGINES.redis.url} (make test starts a private one)`,
   () => {
     const clients = new Clients();
     let server;

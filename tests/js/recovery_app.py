@@ -82,4 +82,9 @@ class UserSocket(Socket):
         return f"user_socket:{user_id}" if user_id else None
 
 
-endpoint = Endpoint(sockets={"/socket": UserSocket}, check_origin=False, pubsub=_pubsub())
+endpoint = Endpoint(
+    sockets={"/socket": UserSocket},
+    check_origin=False,
+    pubsub=_pubsub(),
+    secret_key_base="recovery-test-secret-" + "r" * 24,  # one per cluster
+)

@@ -82,7 +82,7 @@ async def churn(endpoint: Endpoint, sock: type[Socket], a: Presence, b: Presence
         if n % 2:
             client.send("1", "2", f"room:{n % 10}", "phx_leave", {})
         else:
-            client.socket.closed()
+            client.socket.connection_lost()
     del clients
     await eventually(lambda: empty(a), "node a is empty", describe=lambda: a.tracker.stats())
     await eventually(lambda: empty(b), "node b is empty", describe=lambda: b.tracker.stats())

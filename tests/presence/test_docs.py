@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import re
 import sys
 import uuid
@@ -18,13 +17,12 @@ from typing import Any
 
 import pytest
 
-from phoenix_channels import PubSub
+from phoenix_channels import PubSub, token
 from tests.support import connect
 
 from .support import Hub, eventually
 
 DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "presence.md"
-REDIS_URL = os.environ.get("PHX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FAST: dict[str, Any] = {"broadcast_period": 0.05, "down_period": 0.5, "permdown_period": 5.0}
 
 
@@ -41,17 +39,20 @@ def load(tmp_path: Path, name: str) -> Any:
     return module
 
 
-async def test_the_channel_example(tmp_path: Path) -> None:
+async def test_the_channel_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY_BASE", "presence-doc-secret-" + "x" * 30)
     app = load(tmp_path, "presence_app")
     try:
-        client = await connect(app.endpoint, app.UserSocket)
-        client.send("1", "1", "room:lobby", "phx_join", {"user_id": "alice"})
+        signed = token.sign(app.endpoint, "user socket", "alice")
+        client = await connect(app.endpoint, app.UserSocket, f"vsn=2.0.0&token={signed}")
+        # The user comes from the verified token, not from what the client says it is.
+        client.send("1", "1", "room:lobby", "phx_join", {"user_id": "mallory"})
         frames = await client.frames(3)
         assert [f[3] for f in frames] == ["phx_reply", "presence_diff", "presence_state"]
         (meta,) = frames[2][4]["alice"]["metas"]
         assert set(meta) == {"online_at", "phx_ref"}
         assert frames[1][4] == {"joins": {"alice": {"metas": [meta]}}, "leaves": {}}
-        client.socket.closed()
+        client.socket.connection_lost()
         await eventually(lambda: app.presence.tracker.list("room:lobby") == [], "alice leaves")
     finally:
         await app.endpoint.stop()
@@ -128,3 +129,35 @@ def _forget_doc_modules() -> Any:
     yield
     for name in ("doc_presence_app", "doc_discovery"):
         sys.modules.pop(name, None)
+
+
+async def test_the_big_rooms_example(tmp_path: Path) -> None:
+    app = load(tmp_path, "big_rooms")
+    try:
+        fans = []
+        for user in ("alice", "bob"):
+            client = await connect(app.endpoint, app.UserSocket)
+            client.send("1", "1", "stadium:final", "phx_join", {"user_id": user})
+            await client.frames(2)  # the join reply and the count
+            fans.append(client)
+        frames = fans[1].transport.frames()
+        assert [f[3] for f in frames] == ["phx_reply", "presence_count"]
+        assert frames[1][4] == {"count": 2}
+        # A leave: the remaining fan gets the new count, never a list or a diff.
+        fans[1].socket.closed()
+        await eventually(
+            lambda: (
+                [f[4] for f in fans[0].transport.frames() if f[3] == "presence_count"][-1:]
+                == [{"count": 1}]
+            ),
+            "alice gets the count after bob leaves",
+        )
+        assert all(f[3] != "presence_diff" for f in fans[0].transport.frames())
+
+        member = await connect(app.endpoint, app.UserSocket)
+        member.send("1", "1", "room:1", "phx_join", {"user_id": "carol"})
+        frames = await member.frames(2)
+        assert [f[3] for f in frames] == ["phx_reply", "presence_state"]
+        assert list(frames[1][4]) == ["carol"]
+    finally:
+        await app.endpoint.stop()

@@ -191,7 +191,7 @@ async def test_two_devices_are_one_key_with_two_metas(endpoints: list[Endpoint])
     assert [m["device"] for m in listed["alice"]["metas"]] == ["phone", "laptop"]
     assert await presence.get_by_key("room:d", "alice") == listed["alice"]
     assert await presence.get_by_key("room:d", "nobody") is None
-    laptop.socket.closed()  # one tab closes
+    laptop.socket.connection_lost()  # one tab closes
     await eventually(
         lambda: events(phone, "room:d", "presence_diff")[-1]["leaves"] != {},
         "the phone sees the laptop leave",
@@ -217,7 +217,7 @@ async def test_the_presence_leaves_however_the_channel_ends(
     if how == "leave":
         bob.send("1", "2", "room:end", "phx_leave", {})
     elif how == "close":
-        bob.socket.closed()
+        bob.socket.connection_lost()
     elif how in ("crash", "stop"):
         bob.send("1", "2", "room:end", how, {})
     elif how == "duplicate_join":  # the client joins again: the old channel is replaced
@@ -281,7 +281,7 @@ async def test_a_stopped_channel_cannot_be_tracked(endpoints: list[Endpoint]) ->
     endpoints.append(endpoint)
     client = await joined(endpoint, sock, "room:s", "alice")
     (channel,) = [e.channel for e in client.socket._table.entries.values()]
-    client.socket.closed()
+    client.socket.connection_lost()
     await eventually(lambda: "alice" not in presence.tracker.list("room:s") and True, "gone")
     await eventually(lambda: not channel.joined, "the channel has stopped")
     await asyncio.sleep(0.05)  # let terminate and on_stop run
@@ -350,15 +350,15 @@ def group_now(presence: Presence, topic: str) -> dict[str, Any]:
     return group(presence.tracker.list(topic))
 
 
-def test_coalescing_keeps_what_joined_and_did_not_leave() -> None:
+def test_coalescing_keeps_each_metas_last_operation() -> None:
     m1, m2, m3 = {"phx_ref": "1"}, {"phx_ref": "2"}, {"phx_ref": "3"}
     diffs = [
         Diff("t", [("a", m1)], []),
-        Diff("t", [("b", m2)], [("a", m1)]),  # a came and went
-        Diff("t", [], [("c", m3)]),  # c, known before, left
-        Diff("t", [("c", m3)], []),  # and came back (a replica up again)
+        Diff("t", [("b", m2)], [("a", m1)]),  # a came and went: still a leave, for a
+        Diff("t", [], [("c", m3)]),  # client whose presence_state came in between
+        Diff("t", [("c", m3)], []),  # c left and came back (a replica up again)
     ]
-    assert _coalesce(diffs) == ([("b", m2)], [])
+    assert _coalesce(diffs) == ([("b", m2), ("c", m3)], [("a", m1)])
     assert _coalesce([Diff("t", [], [("c", m3)])]) == ([], [("c", m3)])
 
 
@@ -415,7 +415,7 @@ async def test_two_nodes_see_each_others_clients(endpoints: list[Endpoint]) -> N
         ["alice"],
         ["bob"],
     ]
-    bob.socket.closed()
+    bob.socket.connection_lost()
     await eventually(
         lambda: (
             View().replay(alice.transport.frames(), "room:x").refs() == {"alice": truth["alice"]}

@@ -115,7 +115,7 @@ class Network(RuleBasedStateMachine):
     @rule(data=st.data())
     def untrack(self, data: st.DataObject) -> None:
         node = self._pick(data)
-        mine = node.shard.state.entries(node.shard.ref)
+        mine = node.shard.state.entries(node.shard.replica_id)
         if mine:
             e = data.draw(st.sampled_from(sorted(mine, key=lambda e: e.clock)))
             if data.draw(st.booleans(), label="all of the owner"):
@@ -126,7 +126,7 @@ class Network(RuleBasedStateMachine):
     @rule(data=st.data())
     def update(self, data: st.DataObject) -> None:
         node = self._pick(data)
-        mine = node.shard.state.entries(node.shard.ref)
+        mine = node.shard.state.entries(node.shard.replica_id)
         if mine:
             e = data.draw(st.sampled_from(sorted(mine, key=lambda e: e.clock)))
             self.counter += 1
@@ -196,7 +196,7 @@ class Network(RuleBasedStateMachine):
         for node in self.nodes.values():
             state = node.shard.state
             for other in self.nodes.values():
-                ref = other.shard.ref
+                ref = other.shard.replica_id
                 if other is node or ref not in state.context:
                     continue
                 if state.context[ref] >= other.shard.state.clock:
@@ -205,7 +205,9 @@ class Network(RuleBasedStateMachine):
                     assert mine == theirs, (node.shard.name, ref, mine ^ theirs)
 
     def model(self) -> set[Seen]:
-        return {seen(e) for n in self.nodes.values() for e in n.shard.state.entries(n.shard.ref)}
+        return {
+            seen(e) for n in self.nodes.values() for e in n.shard.state.entries(n.shard.replica_id)
+        }
 
     def _converged(self, node: Node, expected: set[Seen]) -> bool:
         peers = node.shard.peer_status()

@@ -263,9 +263,10 @@ def test_transfer_messages_for_another_node_are_ignored() -> None:
     a, b, c = Node("a"), Node("b"), Node("c")
     for n in (a, b, c):
         deliver(n.shard.tick(0.0), a, b, c)
-    request = wire.encode_transfer_req(c.shard.ref, c.shard.node, "b", 7, {})
+    request = wire.encode_transfer_req(c.shard.replica_id, c.shard.node, "b", 7, {})
     assert deliver([(None, request)], a) == []
-    ack = wire.encode_transfer_ack(c.shard.ref, "b", 7, c.shard.state.extract(b.shard.ref, {}))
+    extract = c.shard.state.extract(b.shard.replica_id, {})
+    ack = wire.encode_transfer_ack(c.shard.replica_id, "b", 7, extract)
     assert deliver([(None, ack)], a) == []
 
 
@@ -347,7 +348,7 @@ def test_every_message_kind_round_trips_through_json() -> None:
     a.shard.track(7, "room:1", "alice", {"n": [1, {"x": None}]})
     a.shard.track(7, "room:1", 42, {})
     delta = a.shard.state.take_delta()
-    ref = a.shard.ref
+    ref = a.shard.replica_id
     clock = a.shard.state.clocks()[1]
     messages = [
         wire.encode_heartbeat(ref, "pubsub-a", clock, delta),
@@ -374,7 +375,7 @@ def test_chunks_are_put_back_together_in_any_order_once() -> None:
     for i in range(50):
         a.shard.track(i, "t", f"k{i}", {"pad": "p" * 40})
     (heartbeat,) = [m for _, m in a.shard.tick(0.0)]
-    parts = wire.pack(heartbeat, a.shard.ref, 1, 500)
+    parts = wire.pack(heartbeat, a.shard.replica_id, 1, 500)
     assert len(parts) > 3 and all(len(p["data"]) <= 500 for p in parts)
     chunks = [wire.decode(p) for p in parts]
     reassembler = wire.Reassembler()

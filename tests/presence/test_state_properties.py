@@ -25,14 +25,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from phoenix_channels.presence.clock import Ref
+from phoenix_channels.presence.clock import ReplicaId
 from phoenix_channels.presence.state import Delta, Entry, Snapshot, State
 
 TOPICS = ["t0", "t1"]
 KEYS = ["a", "b"]
 
 # An entry as every replica must see it: its tag and content.
-Seen = tuple[Ref, int, str, Any, Any, str]
+Seen = tuple[ReplicaId, int, str, Any, Any, str]
 
 
 def seen(e: Entry) -> Seen:
@@ -42,7 +42,7 @@ def seen(e: Entry) -> Seen:
 class Replica:
     """A State plus the visible set rebuilt from the diffs it reported."""
 
-    def __init__(self, ref: Ref) -> None:
+    def __init__(self, ref: ReplicaId) -> None:
         self.state = State(ref)
         self.mirror: set[Seen] = set()
         self.inbox: list[Delta | Snapshot] = []
@@ -67,7 +67,7 @@ class Cluster(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.replicas: dict[str, Replica] = {}
-        self.dead: list[Ref] = []
+        self.dead: list[ReplicaId] = []
         self.vsn = 0
         self.counter = 0
 

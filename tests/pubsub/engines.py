@@ -1,11 +1,10 @@
-"""Redis and NATS for the tests: the shared services, and private servers to restart.
+"""Redis and NATS for the tests: the run's own services, and private servers to restart.
 
-The shared services (``redis://127.0.0.1:6379``, ``nats://127.0.0.1:4222``,
-started by ``.ci/run`` when they are not running) carry the ordinary tests;
-every test uses its own channel prefix, so concurrent runs never see each
-other's messages. Tests that stop the engine start a private
-``redis-server``/``nats-server`` on a free port and kill it by PID, never
-touching the shared one.
+The run's services (named by ``PHX_TEST_REDIS_URL``/``PHX_TEST_NATS_URL``,
+started on free ports by ``tests/services.py`` for the whole run) carry the
+ordinary tests; every test uses its own channel prefix, so tests never see
+each other's messages. Tests that stop the engine start a further private
+``redis-server``/``nats-server`` on a free port and kill it by PID.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-REDIS_URL = os.environ.get("PHX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-NATS_URL = os.environ.get("PHX_TEST_NATS_URL", "nats://127.0.0.1:4222")
+REDIS_URL = os.environ.get("PHX_TEST_REDIS_URL", "")
+NATS_URL = os.environ.get("PHX_TEST_NATS_URL", "")
 ENGINES = ("redis", "nats")
 BINARIES = {"redis": "redis-server", "nats": "nats-server"}
 
@@ -36,13 +35,18 @@ def reachable(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def shared_url(engine: str) -> str:
-    """The shared service's URL, or a skip saying how to start it."""
+    """The run's service URL, or a skip saying why there is none."""
     url = REDIS_URL if engine == "redis" else NATS_URL
+    if not url:
+        pytest.skip(
+            f"no {engine} for this run: {BINARIES[engine]} is not installed "
+            f"(tests/services.py installs it with apt-get when run as root)"
+        )
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     if not reachable(port):
         pytest.skip(
-            f"{engine} is not running at {url} (`bash .ci/run` starts it; or set "
-            f"PHX_TEST_{engine.upper()}_URL)"
+            f"{engine} is not running at {url} (PHX_TEST_{engine.upper()}_URL; "
+            f"`make test` starts a private one)"
         )
     return url
 

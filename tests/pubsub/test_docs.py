@@ -33,7 +33,7 @@ def example() -> str:
 
 
 async def test_the_example_makes_nodes_of_one_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    shared_url("redis")  # the example names the Redis on 127.0.0.1:6379
+    monkeypatch.setenv("REDIS_URL", shared_url("redis"))  # the example reads REDIS_URL
     monkeypatch.setenv("SECRET_KEY_BASE", "s" * 48)
     endpoints = []
     for _ in range(2):

@@ -382,3 +382,21 @@ async def test_a_session_is_reached_across_processes_sharing_redis() -> None:
         await b.endpoint.broadcast("room:r", "from_b", {"via": "redis"})
         assert await other.messages(1) == [[None, None, "room:r", "from_b", {"via": "redis"}]]
         assert len(a.endpoint.longpoll_sessions) == 1 and not b.endpoint.longpoll_sessions
+
+
+async def test_a_session_moves_along_its_table_and_refuses_other_events(
+        server: Server, http: httpx.AsyncClient) -> None:
+    from phoenix_channels.errors import InvalidTransition
+    from phoenix_channels.transports.longpoll.session import SessionState
+
+    lp = LP(http)
+    await lp.open()
+    (session,) = server.endpoint.longpoll_sessions.values()
+    assert session.state is SessionState.OPEN
+    refused = r"long-poll session .+: event 'opened' is not allowed in state 'open'"
+    with pytest.raises(InvalidTransition, match=refused):
+        session.opened()
+    session.close()
+    session.close()  # closing twice is fine
+    assert session.state is SessionState.CLOSED and session.closed
+    assert (await lp.get())["status"] == 410

@@ -147,7 +147,7 @@ async def run(sequence: list[tuple[bytes, bool]]) -> None:
         if frame[3] == "phx_reply":
             assert orjson.dumps(frame[1]) in sent_refs or frame[1] is None, frame
             assert frame[4]["status"] in ("ok", "error"), frame
-    client.socket.closed()
+    client.socket.connection_lost()
     for _ in range(5):
         await asyncio.sleep(0)
     assert all(not channel._accepting() for channel in CHANNELS), CHANNELS

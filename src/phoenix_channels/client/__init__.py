@@ -19,7 +19,7 @@ See ``docs/client.md`` for the guide.
 """
 
 from ..protocol.messages import Message, Reply
-from ._core import default_reconnect_after, default_rejoin_after
+from ._timers import default_reconnect_after, default_rejoin_after
 from .channel import Channel, Push
 from .errors import (
     ChannelClosedError,
@@ -31,6 +31,7 @@ from .errors import (
     PushBufferFull,
     PushTimeout,
 )
+from .options import SocketOptions
 from .presence import Presence, list_presences, sync_diff, sync_state
 from .socket import Socket
 from .transports import LongPollTransport, Transport, TransportOptions, WebSocketTransport
@@ -51,6 +52,7 @@ __all__ = [
     "PushTimeout",
     "Reply",
     "Socket",
+    "SocketOptions",
     "Transport",
     "TransportOptions",
     "WebSocketTransport",

@@ -1,9 +1,11 @@
 """A joined topic as the application sees it: join, push, listen, leave.
 
 Channels are made by :meth:`Socket.channel <phoenix_channels.client.Socket.channel>`.
-The state machine lives in :mod:`phoenix_channels.client._core`; this module
-turns its outcomes into awaitables, exceptions, handler calls and an event
-queue.
+The state machine lives in :mod:`phoenix_channels.client._channel_machine`;
+this module turns its outcomes into awaitables, exceptions, handler calls and
+an event queue. A channel reaches its socket only through :class:`SocketLink`
+(which :class:`~phoenix_channels.client.Socket` implements), so this module
+does not import the socket's.
 
 Incoming events reach the application two ways, both in arrival order:
 
@@ -24,24 +26,49 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..protocol.messages import Message, Reply
-from ._core import ChannelCore, Outcome, PushCore
+from ._actions import Outcome
+from ._channel_machine import ChannelCore, PushCore
 from ._recovery import Tracker
+from ._socket_machine import SocketCore
 from ._wakeup import Wakeup
 from .errors import ChannelClosedError, JoinRefused, JoinTimeout, PushTimeout
+from .options import check_max_queued_events
 
-if TYPE_CHECKING:
-    from .socket import Socket
-
-__all__ = ["Channel", "Handler", "Push"]
+__all__ = ["Channel", "Handler", "Push", "SocketLink"]
 
 log = logging.getLogger("phoenix_channels.client")
 
 Handler = Callable[[Any], object]
 """An event handler: called with the payload; may return an awaitable (run as a task)."""
+
+
+class SocketLink(Protocol):
+    """What a :class:`Channel` needs of its socket: the core, the clock and the pump.
+
+    :class:`~phoenix_channels.client.Socket` implements it; these are the
+    socket's driver internals, not API for applications.
+    """
+
+    _core: SocketCore
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        """The socket's event loop (the running one, checked)."""
+
+    def _now(self) -> float:
+        """The loop's clock, the time the core is given."""
+
+    def _pump(self) -> None:
+        """Carry out the actions the core queued."""
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a core method at the current time, then pump."""
+
+    def _call_user(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run application code; its exception is logged, not raised."""
 
 
 class Push:
@@ -124,14 +151,13 @@ class Channel:
 
     def __init__(
         self,
-        socket: Socket,
+        socket: SocketLink,
         topic: str,
         params: Any,
         max_queued_events: int,
         recover: bool = False,
     ) -> None:
-        if type(max_queued_events) is not int or max_queued_events < 0:
-            raise UsageError(f"max_queued_events must be an int >= 0, got {max_queued_events!r}")
+        check_max_queued_events(max_queued_events)
         if params is not None and not callable(params) and not isinstance(params, dict):
             raise UsageError(
                 f"channel params must be a dict or a callable returning one, got {params!r}"

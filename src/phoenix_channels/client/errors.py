@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConnectionRefused as _ConnectionRefused
 from ..errors import PhoenixChannelsError
 
 __all__ = [
@@ -43,8 +44,11 @@ class ConnectError(ClientError, ConnectionError):
     """The socket could not open a connection in time; ``__cause__`` holds the last failure."""
 
 
-class ConnectionRefused(ConnectError):
+class ConnectionRefused(ConnectError, _ConnectionRefused):
     """The server refused the connection (a Phoenix server answers 403 when ``connect`` says no).
+
+    A subclass of :class:`phoenix_channels.errors.ConnectionRefused`, the one
+    name for this idea on both sides.
 
     ``status`` is the HTTP status of the WebSocket handshake, or the status in
     the long-poll response body.

@@ -9,7 +9,7 @@
         async for message in channel:
             print(message.event, message.payload)
 
-This module is the asyncio driver of :class:`~phoenix_channels.client._core.SocketCore`:
+This module is the asyncio driver of :class:`~phoenix_channels.client._socket_machine.SocketCore`:
 it runs one task per connection attempt (connect, then read frames), one
 timer handle for the core's next deadline, and carries out the core's
 actions. Everything runs on the event loop the socket is first used from.
@@ -21,16 +21,14 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import random
-import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Unpack
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .. import __version__
 from ..errors import ConfigurationError, DecodeError
 from ..protocol.messages import Message
-from ._core import (
+from ._actions import (
     Action,
     ChannelEnded,
     Close,
@@ -44,13 +42,11 @@ from ._core import (
     Received,
     Send,
     Settled,
-    SocketCore,
-    default_reconnect_after,
-    default_rejoin_after,
 )
+from ._socket_machine import SocketCore
 from .channel import Channel, Push
-from .codec import codec_for
 from .errors import ConnectError, ConnectionRefused
+from .options import SocketArgs, SocketOptions, positive_seconds
 from .transports import (
     LongPollTransport,
     Transport,
@@ -63,8 +59,6 @@ __all__ = ["Socket"]
 
 log = logging.getLogger("phoenix_channels.client")
 
-Params = Mapping[str, Any] | Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
-TokenSource = str | Callable[[], str | Awaitable[str]]
 _TRANSPORTS: dict[str, type[Transport]] = {
     "websocket": WebSocketTransport,
     "longpoll": LongPollTransport,
@@ -100,12 +94,6 @@ def _uri_component(text: str) -> str:
     return quote(text, safe="-_.!~*'()")
 
 
-def _positive(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 class Socket:
     """A connection to a Phoenix server's socket, with its channels.
 
@@ -114,122 +102,45 @@ class Socket:
     the transport's path (``/websocket`` or ``/longpoll``) is appended, then
     the connect ``params`` and ``vsn``.
 
-    Options (times in seconds; the JS client's defaults):
-
-    * ``params``: connect params, a dict or a function (sync or async)
-      returning one, called at every connect.
-    * ``transport``: ``"websocket"`` (default), ``"longpoll"``, or a
-      :class:`~phoenix_channels.client.transports.Transport` class.
-    * ``vsn``: ``"2.0.0"`` (JSON arrays and binary frames) or ``"1.0.0"``.
-    * ``timeout``: default timeout of joins, pushes and leaves (10).
-    * ``heartbeat_interval``: seconds between heartbeats, and how long a
-      heartbeat may wait for its reply before the connection is treated as
-      dead and replaced (30). Long polling has no heartbeats.
-    * ``reconnect_after(tries)`` / ``rejoin_after(tries)``: backoff in
-      seconds (JS: 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2 then 5; and
-      1, 2, 5 then 10), each multiplied by a random factor in
-      ``[1 - jitter, 1 + jitter]`` (``jitter`` 0.2) so clients that lost the
-      same server do not come back in lockstep.
-    * ``auth_token``: a string (or a sync/async function returning one) sent
-      the way the JS client's ``authToken`` is: in ``Sec-WebSocket-Protocol``,
-      or the ``X-Phoenix-AuthToken`` header of long-poll GETs.
-    * ``headers``: extra HTTP headers for the handshake and long-poll requests.
-    * ``connect_timeout``: bound of one connection attempt, and of
-      :meth:`connect` (default: ``timeout``).
-    * ``longpoll_timeout``: bound of each long-poll request (20).
-    * ``max_frame_size``: largest frame accepted from the server (10 MB).
-    * ``max_buffered_pushes``: pushes one channel may hold while not joined
-      (10,000); past it ``push`` raises :class:`PushBufferFull`.
-    * ``max_queued_events``: size of each channel's event queue (1,000; see
-      :class:`~phoenix_channels.client.Channel`).
-    * ``compress``: offer permessage-deflate (off).
-    * ``ssl``: an :class:`ssl.SSLContext` for ``wss``/``https``.
+    The options (``timeout``, ``heartbeat_interval``, ``transport``,
+    ``auth_token``, ...) are the keywords of
+    :class:`~phoenix_channels.client.SocketOptions`, where each one's default
+    and meaning are declared; the values given are checked here, and a wrong
+    one raises :class:`~phoenix_channels.ConfigurationError` saying what is
+    expected.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        transport: Literal["websocket", "longpoll"] | type[Transport] = "websocket",
-        vsn: str = "2.0.0",
-        timeout: float = 10.0,
-        heartbeat_interval: float = 30.0,
-        reconnect_after: Callable[[int], float] = default_reconnect_after,
-        rejoin_after: Callable[[int], float] = default_rejoin_after,
-        jitter: float = 0.2,
-        auth_token: TokenSource | None = None,
-        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        connect_timeout: float | None = None,
-        longpoll_timeout: float = 20.0,
-        max_frame_size: int = 10_000_000,
-        max_buffered_pushes: int = 10_000,
-        max_queued_events: int = 1000,
-        compress: bool = False,
-        ssl: ssl_module.SSLContext | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, url: str, **options: Unpack[SocketArgs]) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
             raise ConfigurationError(
                 f"url must look like ws://host/socket (ws, wss, http or https), got {url!r}"
             )
         self._endpoint = parts
-        if isinstance(transport, str):
-            if transport not in _TRANSPORTS:
-                raise ConfigurationError(
-                    f"transport must be 'websocket', 'longpoll' or a Transport class, "
-                    f"got {transport!r}"
-                )
-            self._transport: type[Transport] = _TRANSPORTS[transport]
-        else:
-            self._transport = transport
-        if params is not None and not callable(params) and not isinstance(params, Mapping):
-            raise ConfigurationError(f"params must be a dict or a function, got {params!r}")
-        if auth_token is not None and not callable(auth_token) and type(auth_token) is not str:
-            raise ConfigurationError(f"auth_token must be a str or a function, got {auth_token!r}")
-        if not isinstance(jitter, int | float) or not 0 <= jitter < 1:
-            raise ConfigurationError(f"jitter must be in [0, 1), got {jitter!r}")
-        for name, value in (
-            ("max_frame_size", max_frame_size),
-            ("max_buffered_pushes", max_buffered_pushes),
-        ):
-            if type(value) is not int or value < 1:
-                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-        if type(max_queued_events) is not int or max_queued_events < 0:
-            raise ConfigurationError(
-                f"max_queued_events must be an int >= 0, got {max_queued_events!r}"
-            )
-        self.timeout = _positive("timeout", timeout)
-        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
-        self.connect_timeout = _positive(
-            "connect_timeout", self.timeout if connect_timeout is None else connect_timeout
+        self.options = opts = SocketOptions(**options)
+        """The socket's options, checked (:class:`~phoenix_channels.client.SocketOptions`)."""
+        transport = opts.transport
+        self._transport: type[Transport] = (
+            _TRANSPORTS[transport] if isinstance(transport, str) else transport
         )
-        self._params = params
-        self._auth_token = auth_token
-        self._max_queued_events = max_queued_events
-        header_items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        self.timeout = opts.timeout
+        self.heartbeat_interval = opts.heartbeat_interval
+        self.connect_timeout = opts.resolved_connect_timeout
+        self._params = opts.params
+        self._auth_token = opts.auth_token
+        self._max_queued_events = opts.max_queued_events
         self._options = TransportOptions(
-            headers=tuple((str(k), str(v)) for k, v in header_items),
+            headers=opts.header_pairs,
             connect_timeout=self.connect_timeout,
-            longpoll_timeout=_positive("longpoll_timeout", longpoll_timeout),
-            max_frame_size=max_frame_size,
-            compress=bool(compress),
-            ssl=ssl,
-            vsn=vsn,
+            longpoll_timeout=opts.longpoll_timeout,
+            max_frame_size=opts.max_frame_size,
+            compress=opts.compress,
+            ssl=opts.ssl,
+            vsn=opts.vsn,
             user_agent=f"phoenix-channels/{__version__} (Python client)",
         )
-        self._core = SocketCore(
-            codec=codec_for(vsn),
-            timeout=self.timeout,
-            heartbeat_interval=self.heartbeat_interval,
-            reconnect_after=reconnect_after,
-            rejoin_after=rejoin_after,
-            jitter=float(jitter),
-            rng=rng,
-            max_buffered_pushes=max_buffered_pushes,
-        )
-        self.vsn = vsn
+        self._core = SocketCore(opts)
+        self.vsn = opts.vsn
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links: dict[int, _Link] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # connections and their closing
@@ -294,7 +205,7 @@ class Socket:
         self._open_waiters.append(waiter)
         self._last_error = None
         self._call(self._core.connect)
-        limit = self.connect_timeout if timeout is None else _positive("timeout", timeout)
+        limit = self.connect_timeout if timeout is None else positive_seconds("timeout", timeout)
         try:
             async with asyncio.timeout(limit):
                 await waiter

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 __all__ = [
     "Context",
-    "Ref",
+    "ReplicaId",
     "append_clock",
     "dominates",
     "dominates_or_equal",
@@ -22,13 +22,13 @@ __all__ = [
     "upperbound",
 ]
 
-Ref = tuple[str, int]
+ReplicaId = tuple[str, int]
 """A replica: the node's name and the version of this start of it (new on every restart)."""
 
-Context = dict[Ref, int]
+Context = dict[ReplicaId, int]
 
 
-def dominates(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> bool:
+def dominates(a: Mapping[ReplicaId, int], b: Mapping[ReplicaId, int]) -> bool:
     """Whether ``a`` has seen everything ``b`` has: ``a[r] >= b[r]`` for every replica of ``b``.
 
     A clock with fewer replicas than ``b`` never dominates it.
@@ -39,7 +39,7 @@ def dominates(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> bool:
     return all(get(r, 0) >= c for r, c in b.items())
 
 
-def dominates_or_equal(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> bool:
+def dominates_or_equal(a: Mapping[ReplicaId, int], b: Mapping[ReplicaId, int]) -> bool:
     """Whether ``a`` is at least ``b`` on ``a``'s own replicas (missing in ``b`` counts as 0).
 
     Used for delta ranges, where only the replicas of ``a`` matter. An empty
@@ -51,7 +51,7 @@ def dominates_or_equal(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> bool:
     return all(c >= get(r, 0) for r, c in a.items())
 
 
-def upperbound(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> Context:
+def upperbound(a: Mapping[ReplicaId, int], b: Mapping[ReplicaId, int]) -> Context:
     """Pointwise maximum; replicas of either side are kept."""
     out = dict(a)
     for r, c in b.items():
@@ -60,7 +60,7 @@ def upperbound(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> Context:
     return out
 
 
-def lowerbound(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> Context:
+def lowerbound(a: Mapping[ReplicaId, int], b: Mapping[ReplicaId, int]) -> Context:
     """Pointwise minimum on the common replicas; replicas of only one side are kept as they are."""
     out = dict(a)
     for r, c in b.items():
@@ -71,8 +71,8 @@ def lowerbound(a: Mapping[Ref, int], b: Mapping[Ref, int]) -> Context:
 
 
 def append_clock(
-    clockset: list[tuple[Ref, Context]], clock: tuple[Ref, Context]
-) -> list[tuple[Ref, Context]]:
+    clockset: list[tuple[ReplicaId, Context]], clock: tuple[ReplicaId, Context]
+) -> list[tuple[ReplicaId, Context]]:
     """Add a replica's clock to a set of clocks, keeping only the ones nobody dominates.
 
     What remains after a sampling period names the most advanced replicas:
@@ -88,7 +88,7 @@ def append_clock(
         return [(ref, context)]
     if dominates(combined, context):
         return clockset
-    kept: list[tuple[Ref, Context]] = []
+    kept: list[tuple[ReplicaId, Context]] = []
     insert = False
     for other_ref, other in clockset:
         if dominates(context, other):
@@ -101,6 +101,6 @@ def append_clock(
     return kept
 
 
-def replicas(clockset: Iterable[tuple[Ref, Context]]) -> list[Ref]:
+def replicas(clockset: Iterable[tuple[ReplicaId, Context]]) -> list[ReplicaId]:
     """The replicas named in a clock set."""
     return [ref for ref, _context in clockset]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .clock import Ref, dominates, dominates_or_equal
+from .clock import ReplicaId, dominates, dominates_or_equal
 from .state import Delta, merge_deltas
 
 __all__ = ["fulfilling", "push", "remove_replica"]
@@ -48,7 +48,9 @@ def push(
     return out
 
 
-def fulfilling(generations: Sequence[Delta], remote_context: Mapping[Ref, int]) -> Delta | None:
+def fulfilling(
+    generations: Sequence[Delta], remote_context: Mapping[ReplicaId, int]
+) -> Delta | None:
     """The first (smallest) generation that brings ``remote_context`` up to date, if any.
 
     It must change something for the requester, start no later than what
@@ -66,6 +68,6 @@ def fulfilling(generations: Sequence[Delta], remote_context: Mapping[Ref, int]) 
     return None
 
 
-def remove_replica(generations: list[Delta], replica: Ref) -> list[Delta]:
+def remove_replica(generations: list[Delta], replica: ReplicaId) -> list[Delta]:
     """Forget a replica that is gone for good."""
     return [g.without_replica(replica) for g in generations]

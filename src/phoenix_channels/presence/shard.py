@@ -38,13 +38,13 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from ..errors import ConfigurationError, UsageError
+from ..errors import AlreadyTrackedError, ConfigurationError, NotTrackedError
 from . import generations as gens
-from .clock import Context, Ref, append_clock
+from .clock import Context, ReplicaId, append_clock
 from .state import Delta, Entry, Snapshot, State
 from .wire import (
     Heartbeat,
@@ -64,6 +64,7 @@ __all__ = [
     "Outgoing",
     "Peer",
     "Shard",
+    "TrackerArgs",
     "TrackerOptions",
     "new_vsn",
 ]
@@ -77,42 +78,41 @@ _UP, _DOWN = "up", "down"
 _GONE_LIMIT = 1000
 
 
-class AlreadyTrackedError(UsageError):
-    """``track`` of an ``(owner, topic, key)`` that is already tracked; use ``update``."""
-
-
-class NotTrackedError(UsageError):
-    """``update`` of an ``(owner, topic, key)`` that is not tracked."""
-
-
 @dataclass(frozen=True, slots=True)
 class TrackerOptions:
-    """Timing of the replication, in seconds; Phoenix's defaults.
+    """Every option of a presence tracker, declared once; times in seconds, Phoenix's defaults.
 
-    * ``broadcast_period`` (1.5): how often deltas are gossiped (a heartbeat).
-    * ``max_silent_periods`` (10): quiet heartbeats skipped before an empty one is sent.
-      Lowered when ``down_period`` is short, so that an idle replica still heartbeats at
-      least every 0.55 x ``down_period`` (the ratio of Phoenix's defaults, 16.5 s for
-      30 s): otherwise peers would declare an idle replica down between two of its
-      heartbeats.
-    * ``down_period`` (``broadcast_period * max_silent_periods * 2`` = 30): silence after
-      which a peer is down and its entries leave. At least twice ``broadcast_period``.
-    * ``permdown_period`` (1200, 20 min): silence after which a peer's entries are dropped
-      for good. Larger than ``down_period``.
-    * ``clock_sample_periods`` (2): heartbeats between two decisions to ask for transfers.
-    * ``max_delta_sizes`` ((100, 1000, 10000)): sizes of the delta generations kept to
-      answer transfer requests without sending the whole state.
-    * ``permdown_on_shutdown`` (False): on a graceful stop, tell peers to drop this node's
-      entries at once rather than after ``down_period``.
+    :class:`~phoenix_channels.presence.Tracker` and
+    :class:`~phoenix_channels.presence.Presence` take these as keywords
+    (typed by :class:`TrackerArgs`) and build one of these; ``__post_init__``
+    checks them together. ``docs/presence.md`` shows them as a table that a
+    test keeps equal to this declaration.
     """
 
     broadcast_period: float = 1.5
+    """How often deltas are gossiped (a heartbeat)."""
     max_silent_periods: int = 10
+    """Quiet heartbeats skipped before an empty one is sent. Lowered when ``down_period``
+    is short, so that an idle replica still heartbeats at least every 0.55 x
+    ``down_period`` (the ratio of Phoenix's defaults, 16.5 s for 30 s)."""
     down_period: float | None = None
+    """Silence after which a peer is down and its entries leave; at least twice
+    ``broadcast_period``. None: ``broadcast_period * max_silent_periods * 2`` (30)."""
     permdown_period: float = 1200.0
+    """Silence after which a peer's entries are dropped for good (20 min); larger than
+    ``down_period``."""
     clock_sample_periods: int = 2
-    max_delta_sizes: tuple[int, ...] = field(default=(100, 1000, 10_000))
+    """Heartbeats between two decisions to ask peers for transfers."""
+    max_delta_sizes: Sequence[int] = field(default=(100, 1000, 10_000))
+    """Sizes of the delta generations kept to answer transfer requests without sending
+    the whole state."""
     permdown_on_shutdown: bool = False
+    """On a graceful stop, tell peers to drop this node's entries at once rather than
+    after ``down_period``."""
+    max_message_bytes: int = 512 * 1024
+    """Cap of each message published (at least 1024): larger ones (a heartbeat after a
+    burst, a whole state for a new node) are sent in parts, since engines cap message
+    sizes (NATS: 1 MiB by default)."""
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, kind: type | tuple[type, ...] = (int, float)) -> None:
@@ -148,6 +148,10 @@ class TrackerOptions:
                 f"max_delta_sizes must be a non-empty list of positive ints, got {sizes!r}"
             )
         object.__setattr__(self, "max_delta_sizes", sizes)
+        if type(self.max_message_bytes) is not int or self.max_message_bytes < 1024:
+            raise ConfigurationError(
+                f"max_message_bytes must be an int of at least 1024, got {self.max_message_bytes!r}"
+            )
 
     @property
     def silent_periods(self) -> int:
@@ -159,6 +163,22 @@ class TrackerOptions:
     def down(self) -> float:
         assert self.down_period is not None
         return self.down_period
+
+
+class TrackerArgs(TypedDict, total=False):
+    """The keywords of ``Tracker(...)`` and ``Presence(...)`` that build :class:`TrackerOptions`.
+
+    Defaults and meanings are in :class:`TrackerOptions` (a test keeps the two lists equal).
+    """
+
+    broadcast_period: float
+    max_silent_periods: int
+    down_period: float | None
+    permdown_period: float
+    clock_sample_periods: int
+    max_delta_sizes: Sequence[int]
+    permdown_on_shutdown: bool
+    max_message_bytes: int
 
 
 class Peer:
@@ -174,7 +194,7 @@ class Peer:
         self.status = _UP
 
     @property
-    def ref(self) -> Ref:
+    def replica_id(self) -> ReplicaId:
         return (self.name, self.vsn)
 
     def __repr__(self) -> str:
@@ -214,7 +234,7 @@ class Shard:
         self.peers: dict[str, Peer] = {}
         self.generations: list[Delta] = []
         self._report = report
-        self._clockset: list[tuple[Ref, Context]] = []
+        self._clockset: list[tuple[ReplicaId, Context]] = []
         self._silent_limit = self.options.silent_periods
         self._silent = self._silent_limit  # so the first tick announces us
         self._samples = self.options.clock_sample_periods
@@ -223,10 +243,10 @@ class Shard:
         self.transfers_sent = 0
         # Incarnations that said goodbye: a message of theirs still in flight
         # must not bring them back. Kept for permdown_period, at most _GONE_LIMIT.
-        self._gone: dict[Ref, float] = {}
+        self._gone: dict[ReplicaId, float] = {}
 
     @property
-    def ref(self) -> Ref:
+    def replica_id(self) -> ReplicaId:
         return self.state.replica
 
     # -- local changes --------------------------------------------------------------
@@ -285,11 +305,15 @@ class Shard:
         state = self.state
         if state.has_delta():
             delta = state.take_delta()
-            out.append((None, encode_heartbeat(self.ref, self.node, state.clocks()[1], delta)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, state.clocks()[1], delta))
+            )
             self._silent = 0
             self._push_generation(delta)
         elif self._silent >= self._silent_limit:
-            out.append((None, encode_heartbeat(self.ref, self.node, state.clocks()[1], None)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, state.clocks()[1], None))
+            )
             self._silent = 0
         else:
             self._silent += 1
@@ -299,12 +323,14 @@ class Shard:
         out: list[Outgoing] = []
         if self.state.has_delta():
             delta = self.state.take_delta()
-            out.append((None, encode_heartbeat(self.ref, self.node, self.state.clocks()[1], delta)))
+            out.append(
+                (None, encode_heartbeat(self.replica_id, self.node, self.state.clocks()[1], delta))
+            )
         return out
 
     def goodbye(self) -> Outgoing:
         """The message that makes peers drop this replica at once (graceful permdown)."""
-        return (None, encode_permdown(self.ref))
+        return (None, encode_permdown(self.replica_id))
 
     def _request_transfers(self, out: list[Outgoing]) -> None:
         if self._samples > 1:
@@ -314,7 +340,7 @@ class Shard:
         clockset = append_clock(self._clockset, self.state.clocks())
         self._clockset = []
         for ref, _context in clockset:
-            if ref == self.ref:
+            if ref == self.replica_id:
                 continue
             peer = self.peers.get(ref[0])
             if peer is None or peer.vsn != ref[1] or peer.status != _UP:
@@ -324,7 +350,11 @@ class Shard:
                 (
                     peer.node,
                     encode_transfer_req(
-                        self.ref, self.node, peer.name, next(self._refs), self.state.clocks()[1]
+                        self.replica_id,
+                        self.node,
+                        peer.name,
+                        next(self._refs),
+                        self.state.clocks()[1],
                     ),
                 )
             )
@@ -349,32 +379,32 @@ class Shard:
 
     def _up(self, peer: Peer) -> None:
         peer.status = _UP
-        joins = self.state.replica_up(peer.ref)
+        joins = self.state.replica_up(peer.replica_id)
         if joins:
             self._report(joins, [])
 
     def _down(self, peer: Peer) -> None:
         if peer.status == _UP:
             peer.status = _DOWN
-            leaves = self.state.replica_down(peer.ref)
+            leaves = self.state.replica_down(peer.replica_id)
             if leaves:
                 self._report([], leaves)
 
     def _permdown(self, peer: Peer) -> None:
-        leaves = self.state.remove_replica(peer.ref)
+        leaves = self.state.remove_replica(peer.replica_id)
         if leaves:
             self._report([], leaves)
-        self.generations = gens.remove_replica(self.generations, peer.ref)
+        self.generations = gens.remove_replica(self.generations, peer.replica_id)
         if self.peers.get(peer.name) is peer:
             del self.peers[peer.name]
 
-    def _heard(self, sender: Ref, node: str, now: float) -> bool:
+    def _heard(self, sender: ReplicaId, node: str, now: float) -> bool:
         """Bookkeeping for a heartbeat; False if it must be ignored."""
         name, vsn = sender
         if sender in self._gone:
             return False
         if name == self.name:
-            if vsn != self.ref[1]:
+            if vsn != self.replica_id[1]:
                 log.error(
                     "%s: another tracker replica uses this node name (%s, vsn %s); node names "
                     "must be unique in a cluster. Ignoring its messages",
@@ -426,7 +456,10 @@ class Shard:
                 data = self.state.extract(message.sender, message.clock)
             self.transfers_sent += 1
             return [
-                (message.node, encode_transfer_ack(self.ref, message.sender[0], message.ref, data))
+                (
+                    message.node,
+                    encode_transfer_ack(self.replica_id, message.sender[0], message.ref, data),
+                )
             ]
         if type(message) is TransferAck:
             if message.to != self.name:

@@ -39,12 +39,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from .clock import Context, Ref, lowerbound, upperbound
+from .clock import Context, ReplicaId, lowerbound, upperbound
 
 __all__ = ["Delta", "Entry", "Snapshot", "State", "Tag", "contiguous", "merge_deltas"]
 
-Tag = tuple[Ref, int]
-Clouds = dict[Ref, set[int]]
+Tag = tuple[ReplicaId, int]
+Clouds = dict[ReplicaId, set[int]]
 
 
 class Entry:
@@ -64,7 +64,7 @@ class Entry:
         owner: Any,
         key: Any,
         meta: dict[str, Any],
-        replica: Ref,
+        replica: ReplicaId,
         clock: int,
     ) -> None:
         self.topic = topic
@@ -123,7 +123,7 @@ class Delta:
             dict(self.values),
         )
 
-    def without_replica(self, replica: Ref) -> Delta:
+    def without_replica(self, replica: ReplicaId) -> Delta:
         """This delta with every trace of ``replica`` removed (it was permanently lost)."""
         return Delta(
             {r: c for r, c in self.start.items() if r != replica},
@@ -132,10 +132,10 @@ class Delta:
             {t: e for t, e in self.values.items() if t[0] != replica},
         )
 
-    def extract(self, remote: Ref, remote_context: Mapping[Ref, int]) -> Delta:
+    def extract(self, remote: ReplicaId, remote_context: Mapping[ReplicaId, int]) -> Delta:
         """What of this delta to send to ``remote``: replicas it knows, not its own."""
 
-        def keep(r: Ref) -> bool:
+        def keep(r: ReplicaId) -> bool:
             return r != remote and r in remote_context
 
         return Delta(
@@ -149,7 +149,7 @@ class Delta:
         return f"Delta(start={self.start}, end={self.end}, dots={self.size()})"
 
 
-def _seen(context: Mapping[Ref, int], clouds: Mapping[Ref, set[int]], tag: Tag) -> bool:
+def _seen(context: Mapping[ReplicaId, int], clouds: Mapping[ReplicaId, set[int]], tag: Tag) -> bool:
     replica, clock = tag
     upto = context.get(replica)
     if upto is not None and clock <= upto:
@@ -230,15 +230,15 @@ class State:
         "values",
     )
 
-    def __init__(self, replica: Ref) -> None:
+    def __init__(self, replica: ReplicaId) -> None:
         self.replica = replica
         self.context: Context = {replica: 0}
         self.clouds: Clouds = {}
         # replica -> clock -> entry: every entry, by the dot that created it.
-        self.values: dict[Ref, dict[int, Entry]] = {replica: {}}
+        self.values: dict[ReplicaId, dict[int, Entry]] = {replica: {}}
         # topic -> its entries (a dict as an ordered set): what list(topic) walks.
         self.topics: dict[str, dict[Entry, None]] = {}
-        self.down: set[Ref] = set()
+        self.down: set[ReplicaId] = set()
         # owner -> its one entry, or {(topic, key): entry} when it has several (most
         # owners, channels, have one: no dict each).
         self._by_owner: dict[Hashable, Entry | dict[tuple[str, Any], Entry]] = {}
@@ -250,7 +250,7 @@ class State:
     def clock(self) -> int:
         return self.context[self.replica]
 
-    def clocks(self) -> tuple[Ref, Context]:
+    def clocks(self) -> tuple[ReplicaId, Context]:
         """This replica and its context without down replicas (what heartbeats carry)."""
         down = self.down
         if not down:
@@ -293,7 +293,7 @@ class State:
             return [mine]
         return list(mine.values())  # type: ignore[union-attr]
 
-    def entries(self, replica: Ref | None = None) -> list[Entry]:
+    def entries(self, replica: ReplicaId | None = None) -> list[Entry]:
         """Every entry held (of one replica, or of all), visible or not."""
         if replica is not None:
             return list(self.values.get(replica, {}).values())
@@ -312,7 +312,7 @@ class State:
     def seen(self, tag: Tag) -> bool:
         return _seen(self.context, self.clouds, tag)
 
-    def is_up(self, replica: Ref) -> bool:
+    def is_up(self, replica: ReplicaId) -> bool:
         return replica in self.context and replica not in self.down
 
     # -- local changes ------------------------------------------------------------
@@ -389,10 +389,10 @@ class State:
 
     # -- replication ------------------------------------------------------------------
 
-    def extract(self, remote: Ref, remote_context: Mapping[Ref, int]) -> Snapshot:
+    def extract(self, remote: ReplicaId, remote_context: Mapping[ReplicaId, int]) -> Snapshot:
         """The whole state for ``remote``: replicas it knows (and has up), not its own."""
 
-        def keep(r: Ref) -> bool:
+        def keep(r: ReplicaId) -> bool:
             return r != remote and r in remote_context
 
         values: dict[Tag, Entry] = {}
@@ -408,7 +408,7 @@ class State:
 
     def merge(self, remote: Delta | Snapshot) -> tuple[list[Entry], list[Entry]]:
         """Merge a delta or a snapshot; returns the visible ``(joins, leaves)``."""
-        remote_context: Mapping[Ref, int] = remote.context if type(remote) is Snapshot else {}
+        remote_context: Mapping[ReplicaId, int] = remote.context if type(remote) is Snapshot else {}
         remote_clouds = remote.clouds
         remote_values = remote.values
         me = self.replica
@@ -461,7 +461,7 @@ class State:
                 joins.append(e)
 
         # What was seen: clouds and context, for replicas we know.
-        touched: list[Ref] = []
+        touched: list[ReplicaId] = []
         for r, cloud in remote_clouds.items():
             if r in context and r != me and cloud:
                 mine = clouds.get(r)
@@ -477,7 +477,7 @@ class State:
         self._compact(touched)
         return joins, leaves
 
-    def _compact(self, replicas: Iterable[Ref]) -> None:
+    def _compact(self, replicas: Iterable[ReplicaId]) -> None:
         """Move dots that became contiguous from the clouds into the context."""
         context, clouds = self.context, self.clouds
         for r in replicas:
@@ -501,7 +501,7 @@ class State:
 
     # -- replica visibility ---------------------------------------------------------------
 
-    def replica_up(self, replica: Ref) -> list[Entry]:
+    def replica_up(self, replica: ReplicaId) -> list[Entry]:
         """``replica`` is (again) reachable: know it, show its entries; returns them (joins)."""
         if replica == self.replica:
             return []
@@ -514,14 +514,14 @@ class State:
             return self.entries(replica)
         return []
 
-    def replica_down(self, replica: Ref) -> list[Entry]:
+    def replica_down(self, replica: ReplicaId) -> list[Entry]:
         """``replica`` is unreachable: hide its entries (kept); returns them (leaves)."""
         if replica == self.replica or replica not in self.context or replica in self.down:
             return []
         self.down.add(replica)
         return self.entries(replica)
 
-    def remove_replica(self, replica: Ref) -> list[Entry]:
+    def remove_replica(self, replica: ReplicaId) -> list[Entry]:
         """``replica`` is gone for good: drop its entries and all we knew of it.
 
         Returns the entries that were still visible (the caller reports them

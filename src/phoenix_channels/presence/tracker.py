@@ -35,13 +35,13 @@ import time
 import weakref
 import zlib
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..errors import ConfigurationError, UsageError
 from . import wire
-from .shard import Outgoing, Shard, TrackerOptions, new_vsn
+from .shard import Outgoing, Shard, TrackerArgs, TrackerOptions, new_vsn
 from .state import Entry
 
 if TYPE_CHECKING:
@@ -131,11 +131,10 @@ class Tracker:
     name (the gossip topic is ``"phx_presence:<name>_shard0"``). ``node_name``
     is this replica's name, unique in the cluster; it defaults to the PubSub's
     node name (give each tracker its own to run several replicas over one
-    PubSub in one process, as the tests do). The timing options are those of
-    :class:`~phoenix_channels.presence.shard.TrackerOptions`, in seconds.
-    ``max_message_bytes`` (512 KiB) caps each message published: larger
-    ones (a heartbeat after a burst, a whole state for a new node) are sent
-    in parts, since engines cap message sizes (NATS: 1 MiB by default).
+    PubSub in one process, as the tests do). The other keywords are the
+    options declared (with their defaults and meanings) in
+    :class:`~phoenix_channels.presence.TrackerOptions`: the timings, in
+    seconds, and ``max_message_bytes``.
     """
 
     def __init__(
@@ -144,31 +143,12 @@ class Tracker:
         name: str = "tracker",
         *,
         node_name: str | None = None,
-        broadcast_period: float = 1.5,
-        max_silent_periods: int = 10,
-        down_period: float | None = None,
-        permdown_period: float = 1200.0,
-        clock_sample_periods: int = 2,
-        max_delta_sizes: Sequence[int] = (100, 1000, 10_000),
-        permdown_on_shutdown: bool = False,
-        max_message_bytes: int = 512 * 1024,
+        **options: Unpack[TrackerArgs],
     ) -> None:
         if type(name) is not str or not name:
             raise ConfigurationError(f"a tracker name must be a non-empty str, got {name!r}")
-        self.options = TrackerOptions(
-            broadcast_period=broadcast_period,
-            max_silent_periods=max_silent_periods,
-            down_period=down_period,
-            permdown_period=permdown_period,
-            clock_sample_periods=clock_sample_periods,
-            max_delta_sizes=tuple(max_delta_sizes),
-            permdown_on_shutdown=permdown_on_shutdown,
-        )
-        if type(max_message_bytes) is not int or max_message_bytes < 1024:
-            raise ConfigurationError(
-                f"max_message_bytes must be an int of at least 1024, got {max_message_bytes!r}"
-            )
-        self.max_message_bytes = max_message_bytes
+        self.options = TrackerOptions(**options)
+        self.max_message_bytes = self.options.max_message_bytes
         node_name = pubsub.node_name if node_name is None else node_name
         if type(node_name) is not str or not node_name:
             raise ConfigurationError(f"node_name must be a non-empty str, got {node_name!r}")
@@ -553,7 +533,9 @@ class Tracker:
     async def _send(self, target: str | None, message: dict[str, Any]) -> None:
         parts = [message]
         if wire.carries_state(message):
-            parts = wire.pack(message, self._shard.ref, next(self._packs), self.max_message_bytes)
+            parts = wire.pack(
+                message, self._shard.replica_id, next(self._packs), self.max_message_bytes
+            )
         try:
             for part in parts:
                 if target is None:

@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import RemoteError
-from .clock import Context, Ref
+from ..errors import ReplicationError
+from .clock import Context, ReplicaId
 from .state import Delta, Entry, Snapshot, Tag
 
 __all__ = [
@@ -60,13 +60,9 @@ VERSION = 1
 _TAG = "phx_tracker"
 
 
-class ReplicationError(RemoteError):
-    """A tracker message from another node could not be decoded (it is dropped)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    sender: Ref
+    sender: ReplicaId
     node: str
     clock: Context
     delta: Delta | None
@@ -74,7 +70,7 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class TransferReq:
-    sender: Ref
+    sender: ReplicaId
     node: str
     to: str
     ref: int
@@ -83,7 +79,7 @@ class TransferReq:
 
 @dataclass(frozen=True, slots=True)
 class TransferAck:
-    sender: Ref
+    sender: ReplicaId
     to: str
     ref: int
     data: Delta | Snapshot
@@ -91,14 +87,14 @@ class TransferAck:
 
 @dataclass(frozen=True, slots=True)
 class Permdown:
-    sender: Ref
+    sender: ReplicaId
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One part of a large message, sent as JSON bytes in as many parts as it takes."""
 
-    sender: Ref
+    sender: ReplicaId
     to: str | None
     ident: int
     seq: int
@@ -115,10 +111,10 @@ class _Table:
     """Replica refs to small indexes, for one message."""
 
     def __init__(self) -> None:
-        self.index: dict[Ref, int] = {}
+        self.index: dict[ReplicaId, int] = {}
         self.refs: list[list[Any]] = []
 
-    def __call__(self, ref: Ref) -> int:
+    def __call__(self, ref: ReplicaId) -> int:
         i = self.index.get(ref)
         if i is None:
             i = self.index[ref] = len(self.refs)
@@ -131,7 +127,7 @@ def _context(context: Context) -> list[list[Any]]:
 
 
 def _entries(table: _Table, values: dict[Tag, Entry]) -> list[list[Any]]:
-    groups: dict[tuple[Ref, str], list[list[Any]]] = {}
+    groups: dict[tuple[ReplicaId, str], list[list[Any]]] = {}
     for (replica, clock), e in values.items():
         group = groups.get((replica, e.topic))
         if group is None:
@@ -140,7 +136,9 @@ def _entries(table: _Table, values: dict[Tag, Entry]) -> list[list[Any]]:
     return [[table(replica), topic, group] for (replica, topic), group in groups.items()]
 
 
-def _body(table: _Table, clouds: dict[Ref, set[int]], values: dict[Tag, Entry]) -> dict[str, Any]:
+def _body(
+    table: _Table, clouds: dict[ReplicaId, set[int]], values: dict[Tag, Entry]
+) -> dict[str, Any]:
     return {
         "clouds": [[table(r), sorted(cloud)] for r, cloud in clouds.items() if cloud],
         "values": _entries(table, values),
@@ -164,7 +162,9 @@ def encode_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     return body
 
 
-def encode_heartbeat(sender: Ref, node: str, clock: Context, delta: Delta | None) -> dict[str, Any]:
+def encode_heartbeat(
+    sender: ReplicaId, node: str, clock: Context, delta: Delta | None
+) -> dict[str, Any]:
     return {
         _TAG: VERSION,
         "type": "heartbeat",
@@ -176,7 +176,7 @@ def encode_heartbeat(sender: Ref, node: str, clock: Context, delta: Delta | None
 
 
 def encode_transfer_req(
-    sender: Ref, node: str, to: str, ref: int, clock: Context
+    sender: ReplicaId, node: str, to: str, ref: int, clock: Context
 ) -> dict[str, Any]:
     return {
         _TAG: VERSION,
@@ -189,7 +189,9 @@ def encode_transfer_req(
     }
 
 
-def encode_transfer_ack(sender: Ref, to: str, ref: int, data: Delta | Snapshot) -> dict[str, Any]:
+def encode_transfer_ack(
+    sender: ReplicaId, to: str, ref: int, data: Delta | Snapshot
+) -> dict[str, Any]:
     message: dict[str, Any] = {
         _TAG: VERSION,
         "type": "transfer_ack",
@@ -205,7 +207,7 @@ def encode_transfer_ack(sender: Ref, to: str, ref: int, data: Delta | Snapshot) 
     return message
 
 
-def encode_permdown(sender: Ref) -> dict[str, Any]:
+def encode_permdown(sender: ReplicaId) -> dict[str, Any]:
     return {_TAG: VERSION, "type": "permdown", "from": [sender[0], sender[1]]}
 
 
@@ -215,7 +217,7 @@ def carries_state(message: dict[str, Any]) -> bool:
     return kind == "transfer_ack" or (kind == "heartbeat" and message["delta"] is not None)
 
 
-def pack(message: dict[str, Any], sender: Ref, ident: int, size: int) -> list[dict[str, Any]]:
+def pack(message: dict[str, Any], sender: ReplicaId, ident: int, size: int) -> list[dict[str, Any]]:
     """``message`` as JSON bytes cut in parts of at most ``size`` bytes.
 
     Cluster engines cap a message's size (NATS: 1 MiB by default), and a
@@ -252,8 +254,10 @@ class Reassembler:
     def __init__(self, max_messages: int = 16, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._pending: dict[tuple[Ref, int], dict[int, bytes]] = {}
-        self._done: dict[tuple[Ref, int], None] = {}  # recent complete ones: ignore late copies
+        self._pending: dict[tuple[ReplicaId, int], dict[int, bytes]] = {}
+        self._done: dict[
+            tuple[ReplicaId, int], None
+        ] = {}  # recent complete ones: ignore late copies
         self._bytes = 0
         self.dropped = 0
 
@@ -328,7 +332,7 @@ def _str(value: Any, what: str) -> str:
     return value
 
 
-def _ref(value: Any, what: str) -> Ref:
+def _ref(value: Any, what: str) -> ReplicaId:
     pair = _seq(value, what)
     if len(pair) != 2:
         raise _fail(f"{what} must be [name, vsn]")
@@ -353,21 +357,21 @@ def _key(value: Any) -> Hashable:
     raise _fail(f"a key must be a str or an int, got {type(value).__name__}")
 
 
-def _decode_body(body: Any, kind: str) -> tuple[list[Ref], dict[str, Any]]:
+def _decode_body(body: Any, kind: str) -> tuple[list[ReplicaId], dict[str, Any]]:
     if not isinstance(body, dict):
         raise _fail(f"{kind} must be a map")
     refs = [_ref(r, "replica") for r in _seq(body.get("replicas"), "replicas")]
     return refs, body
 
 
-def _lookup(refs: list[Ref], index: Any) -> Ref:
+def _lookup(refs: list[ReplicaId], index: Any) -> ReplicaId:
     i = _int(index, "replica index")
     if i >= len(refs):
         raise _fail(f"replica index {i} out of range")
     return refs[i]
 
 
-def _pairs(refs: list[Ref], value: Any, what: str) -> Context:
+def _pairs(refs: list[ReplicaId], value: Any, what: str) -> Context:
     out: Context = {}
     for item in _seq(value, what):
         pair = _seq(item, what)
@@ -377,8 +381,8 @@ def _pairs(refs: list[Ref], value: Any, what: str) -> Context:
     return out
 
 
-def _clouds(refs: list[Ref], value: Any) -> dict[Ref, set[int]]:
-    clouds: dict[Ref, set[int]] = {}
+def _clouds(refs: list[ReplicaId], value: Any) -> dict[ReplicaId, set[int]]:
+    clouds: dict[ReplicaId, set[int]] = {}
     for item in _seq(value, "clouds"):
         pair = _seq(item, "cloud")
         if len(pair) != 2:
@@ -387,7 +391,7 @@ def _clouds(refs: list[Ref], value: Any) -> dict[Ref, set[int]]:
     return clouds
 
 
-def _values(refs: list[Ref], value: Any) -> dict[Tag, Entry]:
+def _values(refs: list[ReplicaId], value: Any) -> dict[Tag, Entry]:
     values: dict[Tag, Entry] = {}
     for group in _seq(value, "values"):
         triple = _seq(group, "values group")

@@ -54,7 +54,9 @@ class V1:
     ) -> tuple[bytes, bool]:
         if type(payload) is bytes:
             raise EncodeError("protocol version 1.0.0 cannot carry binary payloads")
-        return dumps({"event": event, "payload": payload, "ref": ref, "topic": topic}), False
+        return dumps(
+            {"event": event, "payload": payload, "ref": ref, "topic": topic}, payload
+        ), False
 
     @staticmethod
     def encode_reply(
@@ -63,7 +65,11 @@ class V1:
         if type(response) is bytes:
             raise EncodeError("protocol version 1.0.0 cannot carry binary payloads")
         payload = {"response": response, "status": status}
-        return dumps({"event": PHX_REPLY, "payload": payload, "ref": ref, "topic": topic}), False
+        return dumps(
+            {"event": PHX_REPLY, "payload": payload, "ref": ref, "topic": topic},
+            response,
+            "reply response",
+        ), False
 
     @staticmethod
     def encode_broadcast(broadcast: Broadcast) -> tuple[bytes, bool]:
@@ -75,5 +81,6 @@ class V1:
                 "payload": broadcast.payload,
                 "ref": broadcast.ref,
                 "topic": broadcast.topic,
-            }
+            },
+            broadcast.payload,
         ), False

@@ -98,7 +98,7 @@ class V2:
             return bytes((_PUSH, len(jr), len(t), len(e))) + jr + t + e + payload, True
         if not isinstance(payload, dict):
             raise EncodeError(f"push payload must be a dict or bytes, got {type(payload).__name__}")
-        return dumps([join_ref, ref, topic, event, payload]), False
+        return dumps([join_ref, ref, topic, event, payload], payload), False
 
     @staticmethod
     def encode_reply(
@@ -110,7 +110,9 @@ class V2:
             header = bytes((_REPLY, len(jr), len(r), len(t), len(s)))
             return header + jr + r + t + s + response, True
         return dumps(
-            [join_ref, ref, topic, PHX_REPLY, {"response": response, "status": status}]
+            [join_ref, ref, topic, PHX_REPLY, {"response": response, "status": status}],
+            response,
+            "reply response",
         ), False
 
     @staticmethod
@@ -123,7 +125,9 @@ class V2:
             raise EncodeError(
                 f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
             )
-        return dumps([None, broadcast.ref, broadcast.topic, broadcast.event, payload]), False
+        return dumps(
+            [None, broadcast.ref, broadcast.topic, broadcast.event, payload], payload
+        ), False
 
 
 def _is_ref(value: object) -> bool:

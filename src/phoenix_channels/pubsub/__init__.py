@@ -28,12 +28,14 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from ..errors import BroadcastError, ConfigurationError
 from ..history import History, HistoryStore, Position
 from ..history.policy import HistoryPolicy, append, read_stored, store_for
 from ..protocol.messages import Broadcast
+from ..telemetry import PUBSUB_BROADCAST, broadcast_done
+from .options import EngineArgs, NatsArgs
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
 
@@ -120,27 +122,43 @@ class PubSub:
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
         self._started = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
         self._history: HistoryPolicy | None = None
         self.history_store: HistoryStore | None = None
         """Where positions come from and messages are kept, once a topic has history."""
 
     @classmethod
-    def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> PubSub:
+    def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Unpack[EngineArgs]) -> PubSub:
         """A PubSub whose broadcasts reach every node sharing this Redis (see docs/cluster.md).
 
         ``options``: ``node_name``, ``prefix``, ``shards``, ``timeout``,
-        ``max_backoff``, ``health_interval`` (:class:`.redis.RedisAdapter`).
+        ``max_backoff``, ``health_interval``, declared with their defaults in
+        :class:`.options.EngineOptions`.
+        A ``redis+cluster://host:port,host:port`` URL means :meth:`redis_cluster`.
         """
+        if isinstance(url, str) and url.startswith(("redis+cluster://", "rediss+cluster://")):
+            return cls.redis_cluster(url, **options)
         from .redis import RedisAdapter
 
         return cls(RedisAdapter(url, **options))
 
     @classmethod
-    def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Any) -> PubSub:
+    def redis_cluster(cls, seeds: str | list[str], **options: Unpack[EngineArgs]) -> PubSub:
+        """A PubSub over a Redis Cluster's sharded pub/sub (Redis 7; see docs/cluster.md).
+
+        ``seeds``: URLs of some nodes of the cluster. ``options``: those of
+        :meth:`redis`, declared in :class:`.options.EngineOptions`.
+        """
+        from .redis_cluster import RedisClusterAdapter
+
+        return cls(RedisClusterAdapter(seeds, **options))
+
+    @classmethod
+    def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Unpack[NatsArgs]) -> PubSub:
         """A PubSub whose broadcasts reach every node on this NATS (needs ``[nats]``).
 
         ``options``: those of :meth:`redis`, plus ``connect_options`` for
-        ``nats.connect`` (:class:`.nats.NatsAdapter`).
+        ``nats.connect``, declared in :class:`.options.NatsOptions`.
         """
         from .nats import NatsAdapter
 
@@ -153,6 +171,7 @@ class PubSub:
     async def start(self) -> None:
         if not self._started:
             self._started = True
+            self.loop = asyncio.get_running_loop()
             await self.adapter.start(self)
 
     async def stop(self) -> None:
@@ -330,7 +349,8 @@ class PubSub:
         # The fast lane: one encoding per encoder, shared by every subscriber.
         frames: dict[Any, Any] = {}
         event = message.event
-        for owner, target, encoder, intercepts in tuple(subs.values()):
+        entries = tuple(subs.values())
+        for owner, target, encoder, intercepts in entries:
             if owner is from_:
                 continue
             if encoder is None:
@@ -343,6 +363,8 @@ class PubSub:
                     frame = frames[encoder] = encoder.broadcast(message)
                 if frame is not None:  # None: this encoder cannot carry it (logged once)
                     target(frame)
+        if PUBSUB_BROADCAST.on:
+            broadcast_done(self, message, entries, from_, frames)
 
 
 class Subscription:

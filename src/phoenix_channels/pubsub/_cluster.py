@@ -36,28 +36,39 @@ import asyncio
 import logging
 import os
 import random
-import re
 import secrets
 import socket
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import BroadcastError, ConfigurationError, EncodeError
+from ..telemetry import PUBSUB_LINK_DOWN, PUBSUB_LINK_UP, PUBSUB_PUBLISH, now
 from . import codec
+from .options import EngineOptions
 
-if TYPE_CHECKING:
-    from . import PubSub
 
-__all__ = ["AdapterStats", "EngineAdapter", "EngineRefused", "default_node_name", "within"]
+class LocalDelivery(Protocol):
+    """What an adapter needs of its :class:`~phoenix_channels.pubsub.PubSub`: local delivery."""
+
+    def local_broadcast(self, topic: str, message: Any, *, from_: Any = None) -> None: ...
+
+
+__all__ = [
+    "AdapterStats",
+    "EngineAdapter",
+    "EngineRefused",
+    "LocalDelivery",
+    "default_node_name",
+    "within",
+]
 
 _T = TypeVar("_T")
 
 _BACKOFF_MIN = 0.1
 _BATCH = 500  # channels per SUBSCRIBE/UNSUBSCRIBE command
 _LINGER = 2.0  # seconds a prepare() keeps its channel wanted after returning
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\Z")
 
 
 def default_node_name() -> str:
@@ -96,50 +107,19 @@ class EngineAdapter:
     engine: ClassVar[str] = "engine"
     log: ClassVar[logging.Logger] = logging.getLogger("phoenix_channels.pubsub")
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        node_name: str | None,
-        prefix: str,
-        shards: int | None,
-        timeout: float,
-        max_backoff: float,
-        health_interval: float,
-    ) -> None:
-        if node_name is None:
-            node_name = default_node_name()
-        if type(node_name) is not str or not node_name:
-            raise ConfigurationError(f"node_name must be a non-empty str, got {node_name!r}")
-        if len(node_name.encode()) > 255:
-            raise ConfigurationError("node_name must be at most 255 bytes of UTF-8")
-        if type(prefix) is not str or not _PREFIX_RE.match(prefix):
-            raise ConfigurationError(
-                f"prefix must be letters, digits, '_' or '-' (dots between words allowed), "
-                f"got {prefix!r}"
-            )
-        if shards is not None and (type(shards) is not int or not 1 <= shards <= 65536):
-            raise ConfigurationError(
-                f"shards must be None (one engine channel per topic) or an int in 1..65536, "
-                f"got {shards!r}"
-            )
-        for name, value in (
-            ("timeout", timeout),
-            ("max_backoff", max_backoff),
-            ("health_interval", health_interval),
-        ):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
+    def __init__(self, url: str, options: EngineOptions) -> None:
         self.url = url
-        self.node_name = node_name
-        self.prefix = prefix
-        self.shards = shards
-        self.timeout = float(timeout)
-        self.max_backoff = float(max_backoff)
-        self.health_interval = float(health_interval)
+        self.options = options
+        """The adapter's options, checked (:class:`~.options.EngineOptions`)."""
+        self.node_name = default_node_name() if options.node_name is None else options.node_name
+        self.prefix = options.prefix
+        self.shards = options.shards
+        self.timeout = options.timeout
+        self.max_backoff = options.max_backoff
+        self.health_interval = options.health_interval
         self.stats = AdapterStats()
-        self._node = node_name.encode()
-        self._pubsub: PubSub | None = None
+        self._node = self.node_name.encode()
+        self._pubsub: LocalDelivery | None = None
         self._wanted: dict[str, int] = {}  # engine channel -> topics (and prepares) needing it
         self._active: set[str] = set()  # channels the engine confirmed on the current link
         self._dirty: set[str] = set()  # channels whose wanted state changed since the last sync
@@ -209,7 +189,7 @@ class EngineAdapter:
             return self._topic_channel(topic)
         return self._shard_channel(zlib.crc32(topic.encode("utf-8", "surrogatepass")) % self.shards)
 
-    async def start(self, pubsub: PubSub) -> None:
+    async def start(self, pubsub: LocalDelivery) -> None:
         """Connect (waiting at most ``timeout`` for the first attempt) and keep the link up.
 
         If the engine cannot be reached, the node starts anyway and serves
@@ -445,6 +425,8 @@ class EngineAdapter:
             return
         self._down_since = time.monotonic()
         self._down_reason = reason
+        if PUBSUB_LINK_DOWN.on:
+            PUBSUB_LINK_DOWN.emit({}, {"adapter": self, "engine": self.engine, "reason": reason})
         self._failed_in_outage = 0
         self.stats.outages += 1
         what = "cannot reach" if connecting else "lost the connection to"
@@ -465,10 +447,20 @@ class EngineAdapter:
             first.set_result(None)
         if self._down_since is None:
             self.log.info("node %s connected to %s at %s", self.node_name, self.engine, self.url)
+            if PUBSUB_LINK_UP.on:
+                PUBSUB_LINK_UP.emit(
+                    {"gap": 0.0, "failed": 0},
+                    {"adapter": self, "engine": self.engine, "reconnect": False},
+                )
             return
         gap = time.monotonic() - self._down_since
         self._down_since = None
         self.stats.reconnects += 1
+        if PUBSUB_LINK_UP.on:
+            PUBSUB_LINK_UP.emit(
+                {"gap": gap, "failed": self._failed_in_outage},
+                {"adapter": self, "engine": self.engine, "reconnect": True},
+            )
         self.log.warning(
             "node %s reconnected to %s at %s after %.1f s; resubscribing %d channel(s). "
             "Lost in the gap (delivery is at most once): %d broadcast(s) from this node failed "
@@ -502,6 +494,7 @@ class EngineAdapter:
         except EncodeError as exc:
             self.stats.failed += 1
             raise BroadcastError(f"the message on {topic!r} cannot be sent: {exc}") from None
+        started = now() if PUBSUB_PUBLISH.on else 0.0
         try:
             await self._publish(channel, data)  # bounded by ``timeout`` in the subclass
         except TimeoutError:
@@ -519,6 +512,11 @@ class EngineAdapter:
                 f"{self.engine} at {self.url} refused the message on {topic!r}: {_describe(exc)}"
             ) from exc
         self.stats.published += 1
+        if started:
+            PUBSUB_PUBLISH.emit(
+                {"duration": now() - started, "bytes": len(data)},
+                {"adapter": self, "engine": self.engine, "topic": topic},
+            )
 
     def _fail(self) -> None:
         self.stats.failed += 1

@@ -27,7 +27,8 @@ Every message a node publishes on the engine is one byte string::
   position, only when it has one), ``tuple`` (code 2, so a
   tuple stays a tuple and can be a map key) and integers beyond 64 bits
   (code 3). Subclasses of the plain types (an ``IntEnum``, an
-  ``OrderedDict``) travel as their base type. Anything else (a set, a
+  ``OrderedDict``) travel as their base type; a ``UUID`` or an ``Enum``
+  member travels as the JSON sent to clients has it (``str``, the value). Anything else (a set, a
   datetime, an object) is refused with :class:`~phoenix_channels.EncodeError`
   when the message is published, never pickled.
 
@@ -37,11 +38,13 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import enum
+import uuid
 from typing import Any
 
 import msgpack
 
-from ..errors import DecodeError, EncodeError
+from ..errors import EncodeError, MalformedMessage
 from ..protocol.messages import Broadcast
 
 __all__ = [
@@ -70,10 +73,6 @@ _EXT_BIGINT = 3
 _MAX_NODE = 255
 
 
-class MalformedMessage(DecodeError):
-    """Bytes from the engine that are not a message of this format (or of this version)."""
-
-
 def _default(value: Any) -> Any:
     # Called for every value whose type is not exactly a MessagePack type
     # (strict_types), and for ints out of the 64-bit range.
@@ -100,6 +99,11 @@ def _default(value: Any) -> Any:
         return list(value)
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
+    # As the JSON sent to clients has them (protocol/_json.py: one payload rule).
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     raise TypeError(
         f"a {cls.__module__}.{cls.__qualname__} cannot be sent to other nodes; "
         "use dict, list, tuple, str, bytes, int, float, bool, None or Broadcast"
@@ -107,7 +111,8 @@ def _default(value: Any) -> Any:
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+    packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+    return packed
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

@@ -31,10 +31,11 @@ import hashlib
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 from ..errors import ConfigurationError
 from ._cluster import EngineAdapter
+from .options import NatsArgs, NatsOptions
 
 __all__ = ["NatsAdapter", "subject_token"]
 
@@ -67,32 +68,22 @@ def subject_token(kind: str, name: str) -> str:
 class NatsAdapter(EngineAdapter):
     """Carries broadcasts between nodes over NATS (see the module docstring).
 
-    Options are those of :class:`~phoenix_channels.pubsub.redis.RedisAdapter`
-    (``node_name``, ``prefix``, ``shards``, ``timeout``, ``max_backoff``,
-    ``health_interval``), plus ``connect_options``: extra keyword arguments
-    for ``nats.connect`` (``user_credentials``, ``tls``, ...). The node
-    name must be unique in the cluster; NATS cannot check that for us.
+    Its options are declared, with their defaults and meanings, in
+    :class:`~phoenix_channels.pubsub.options.NatsOptions`: those of every
+    engine plus ``connect_options`` (extra keyword arguments for
+    ``nats.connect``). The node name must be unique in the cluster; NATS
+    cannot check that for us.
     """
 
     engine = "nats"
     log: ClassVar[logging.Logger] = log
 
-    def __init__(
-        self,
-        url: str = "nats://127.0.0.1:4222",
-        *,
-        node_name: str | None = None,
-        prefix: str = "phx",
-        shards: int | None = None,
-        timeout: float = 5.0,
-        max_backoff: float = 5.0,
-        health_interval: float = 5.0,
-        connect_options: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Unpack[NatsArgs]) -> None:
         if _nats is None:
             raise ConfigurationError(
                 "the NATS adapter needs the nats-py package: pip install 'phoenix-channels[nats]'"
             )
+        nats_options = NatsOptions(**options)
         servers = [part.strip() for part in url.split(",")] if type(url) is str else []
         if not servers or not all(
             s.split("://", 1)[0] in ("nats", "tls", "ws", "wss") and "://" in s for s in servers
@@ -101,24 +92,10 @@ class NatsAdapter(EngineAdapter):
                 f"unsupported NATS URL {url!r}: use nats://host:4222 (tls:// for TLS; "
                 "several servers separated by commas)"
             )
-        reserved = {"servers", "allow_reconnect", "no_echo", "closed_cb", "disconnected_cb"}
-        if connect_options and reserved & set(connect_options):
-            raise ConfigurationError(
-                f"connect_options cannot set {sorted(reserved & set(connect_options))}: "
-                "the adapter manages those"
-            )
-        super().__init__(
-            url,
-            node_name=node_name,
-            prefix=prefix,
-            shards=shards,
-            timeout=timeout,
-            max_backoff=max_backoff,
-            health_interval=health_interval,
-        )
+        super().__init__(url, nats_options)
         self._servers = servers
         self._flush_timeout = max(1, math.ceil(self.timeout))  # the client takes whole seconds
-        self._options = dict(connect_options or {})
+        self._options = dict(nats_options.connect_options or {})
         self._nc: _NatsClient | None = None
         self._subs: dict[str, Any] = {}
 

@@ -21,8 +21,8 @@ URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS,
 the ``/db`` part is accepted and ignored; ``prefix`` is what keeps two
 applications on one Redis apart.
 
-Redis Cluster and Sentinel are not supported by this adapter (see
-``docs/cluster.md`` for how the channel layout maps onto sharded pub/sub).
+Redis Cluster has its own adapter, on this module's connection code
+(:mod:`.redis_cluster`); Sentinel is not supported.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import re
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from urllib.parse import unquote, urlsplit
 
 from ..errors import BroadcastError, ConfigurationError
 from ._cluster import EngineAdapter, EngineRefused, within
+from .options import EngineArgs, EngineOptions
 
 __all__ = [
     "RedisAdapter",
@@ -315,46 +316,20 @@ def parse_redis_url(url: str) -> dict[str, Any]:
 class RedisAdapter(EngineAdapter):
     """Carries broadcasts between nodes over Redis pub/sub (see the module docstring).
 
-    Options:
-
-    * ``node_name``: this node's name, unique in the cluster (default:
-      ``<host>-<pid>-<random>``). Starting a node whose name another live
-      node already uses fails with :class:`~phoenix_channels.ConfigurationError`.
-    * ``prefix``: the first part of every channel name (``"phx"``); nodes
-      of one cluster share it, other applications on the same Redis use
-      another one.
-    * ``shards``: ``None`` (one Redis channel per topic) or N (topics are
-      hashed onto N channels: bounded subscriptions, some traffic a node
-      does not need). Every node must use the same value.
-    * ``timeout``: bound of a connect, a publish, a subscription (5 s).
-    * ``max_backoff``: longest wait between reconnection attempts (5 s).
-    * ``health_interval``: an idle link is checked with PING this often (5 s).
+    Its options (``node_name``, ``prefix``, ``shards``, ``timeout``,
+    ``max_backoff``, ``health_interval``) are declared, with their defaults
+    and meanings, in :class:`~phoenix_channels.pubsub.options.EngineOptions`.
     """
 
     engine = "redis"
     log: ClassVar[logging.Logger] = log
 
     def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        *,
-        node_name: str | None = None,
-        prefix: str = "phx",
-        shards: int | None = None,
-        timeout: float = 5.0,
-        max_backoff: float = 5.0,
-        health_interval: float = 5.0,
+        self, url: str = "redis://127.0.0.1:6379/0", **options: Unpack[EngineArgs]
     ) -> None:
+        engine_options = EngineOptions(**options)
         parse_redis_url(url)  # fail at construction on a bad URL
-        super().__init__(
-            url,
-            node_name=node_name,
-            prefix=prefix,
-            shards=shards,
-            timeout=timeout,
-            max_backoff=max_backoff,
-            health_interval=health_interval,
-        )
+        super().__init__(url, engine_options)
         self._sub: RespConnection | None = None
         self._pub: RespConnection | None = None
         self._checked_name = False

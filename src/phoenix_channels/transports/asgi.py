@@ -13,16 +13,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _eager
+from .._asgi_types import ASGIReceive, ASGISend, Scope
+from ..handshake import Refused, SocketClass, TransportHost
 from ..protocol import RAW, V1, V2, Serializer
+from ..protocol.close_codes import CloseCode
 from .base import FrameEncoder, SocketHandler
 
-if TYPE_CHECKING:
-    from ..endpoint import ASGIReceive, ASGISend, Endpoint, Scope, SocketClass
-
 __all__ = ["ASGIWebSocket", "serve_asgi_websocket"]
+
+from ..telemetry import SOCKET_LIMIT, limit_hit
 
 log = logging.getLogger("phoenix_channels.asgi")
 
@@ -88,14 +90,16 @@ class ASGIWebSocket:
             "%d bytes waiting)",
             self.max_backlog,
         )
+        if SOCKET_LIMIT.on:
+            limit_hit(self.socket, "slow_consumer", True, self.name)
         self._queue.clear()  # nothing queued will be read: free it now
         self.backlog = 0
         if self.socket is not None:
-            self.socket.close(1013, "slow consumer")
+            self.socket.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         else:
-            self.close(1013, "slow consumer")
+            self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         if not self._closing:
             self._closing = True
             self._write({"type": "websocket.close", "code": code, "reason": reason})
@@ -138,22 +142,20 @@ class ASGIWebSocket:
 
     def idle_close(self) -> None:
         if self.socket is not None:
-            self.socket.close(1001, "idle timeout")
+            self.socket.close(CloseCode.GOING_AWAY, "idle timeout")
 
     def drain(self) -> None:
         if self.socket is not None:
-            self.socket.close(1012, "server restart", "shutdown:draining")
+            self.socket.close(CloseCode.SERVICE_RESTART, "server restart", "shutdown:draining")
 
 
 async def serve_asgi_websocket(
-    endpoint: Endpoint,
+    endpoint: TransportHost,
     socket_cls: SocketClass,
     scope: Scope,
     receive: ASGIReceive,
     send: ASGISend,
 ) -> None:
-    from ..endpoint import Refused
-
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -178,7 +180,7 @@ async def serve_asgi_websocket(
             )
             await send({"type": "websocket.http.response.body", "body": outcome.body})
         else:
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
         return
     await send({"type": "websocket.accept", "subprotocol": outcome.subprotocol})
     sock = outcome.socket
@@ -186,7 +188,7 @@ async def serve_asgi_websocket(
         send, asgi_encoder(sock.serializer), sock.timeout, endpoint.max_outbound_buffer
     )
     transport.socket = sock
-    endpoint.connections.add(transport)
+    endpoint.registry.opened(transport)
     sock.attach(transport)
     max_size = endpoint.max_frame_size
     try:
@@ -198,15 +200,15 @@ async def serve_asgi_websocket(
                 text = message.get("text")
                 data = text.encode() if text is not None else message.get("bytes") or b""
                 if len(data) > max_size:
-                    sock.close(1009, f"message exceeds {max_size} bytes")
+                    sock.close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {max_size} bytes")
                     continue
                 sock.receive(data, text is None)
             elif kind == "websocket.disconnect":
                 break
     finally:
-        endpoint.connections.discard(transport)
+        endpoint.registry.closed(transport)
         transport.socket = None
-        sock.closed("shutdown:closed")
+        sock.connection_lost("shutdown:closed")
         if transport._closing:  # our close message is on its way: let it go out
             await transport.wait_closed(5)
         transport._closing = True

@@ -1,10 +1,11 @@
 """The Transport API: what carries a socket's frames, and how frames are built for it.
 
 A transport (WebSocket, long polling, or one of your own) owns the wire. It
-builds a :class:`~phoenix_channels.Socket` for each client with
-:meth:`Endpoint.open_socket`, hands it every inbound frame with
-``socket.receive(data, binary)``, and calls ``socket.closed(reason)`` when
-the client is gone. The socket answers through the transport's methods:
+gets a :class:`~phoenix_channels.Socket` for each client from
+:meth:`Endpoint.handshake` (an ``Accepted`` outcome), calls
+``socket.attach(transport)``, hands it every inbound frame with
+``socket.receive(data, binary)``, and calls ``socket.connection_lost(reason)``
+when the client is gone. The socket answers through the transport's methods:
 
 * ``send(item)``: write one outbound item (built by ``encoder``);
 * ``close(code, reason)``: end the connection;
@@ -82,6 +83,6 @@ class SocketHandler(Protocol):
 
     def receive(self, data: bytes, binary: bool) -> None: ...
 
-    def closed(self, reason: Any = ...) -> None: ...
+    def connection_lost(self, reason: Any = ...) -> None: ...
 
     def close(self, code: int = ..., reason: str = ..., channel_reason: Any = ...) -> None: ...

@@ -21,7 +21,12 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable
 
-from ..errors import WebSocketError
+from ..errors import FrameError, WebSocketError
+from ..protocol.close_codes import VALID_CLOSE_CODES, CloseCode
+
+_PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
+_INVALID_DATA = CloseCode.INVALID_DATA
+_MESSAGE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
 
 _c_apply_mask: Callable[[bytes, bytes], bytes] | None
 try:  # the C helper that ships with the websockets package
@@ -104,12 +109,12 @@ def parse_request(raw: bytes) -> tuple[str, str, list[tuple[bytes, bytes]]]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        raise WebSocketError(1002, "malformed HTTP request line")
+        raise WebSocketError(_PROTOCOL_ERROR, "malformed HTTP request line")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
-            raise WebSocketError(1002, "malformed HTTP header line")
+            raise WebSocketError(_PROTOCOL_ERROR, "malformed HTTP header line")
         headers.append((name.strip().lower(), value.strip()))
     return parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers
 
@@ -178,9 +183,11 @@ class Deflate:
         try:
             out = inflater.decompress(data + _TAIL, max_size + 1)
         except zlib.error as exc:
-            raise WebSocketError(1007, f"invalid compressed data: {exc}") from None
+            raise WebSocketError(_INVALID_DATA, f"invalid compressed data: {exc}") from None
         if len(out) > max_size:
-            raise WebSocketError(1009, f"message exceeds {max_size} bytes once decompressed")
+            raise WebSocketError(
+                _MESSAGE_TOO_BIG, f"message exceeds {max_size} bytes once decompressed"
+            )
         return out
 
 
@@ -219,33 +226,18 @@ def negotiate_deflate(header: str | None) -> Deflate | None:
 
 # -- frames from the client ----------------------------------------------------
 
-_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
-
 
 def _check_close(payload: bytes) -> None:
     if len(payload) == 1:
-        raise WebSocketError(1002, "close frame payload of 1 byte")
+        raise WebSocketError(_PROTOCOL_ERROR, "close frame payload of 1 byte")
     if payload:
         code = (payload[0] << 8) | payload[1]
-        if code not in _VALID_CLOSE and not 3000 <= code <= 4999:
-            raise WebSocketError(1002, f"invalid close code {code}")
+        if code not in VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise WebSocketError(_PROTOCOL_ERROR, f"invalid close code {code}")
         try:
             payload[2:].decode()
         except UnicodeDecodeError:
-            raise WebSocketError(1007, "close reason is not valid UTF-8") from None
-
-
-class FrameError(WebSocketError):
-    """A violation, and the complete frames that came before it in the same data.
-
-    Deliver ``frames`` first, then fail the connection with ``code``: a client
-    that sent a good message and then a bad frame gets the answer to the
-    good one (Autobahn|Testsuite checks this).
-    """
-
-    def __init__(self, error: WebSocketError, frames: list[tuple[int, bytes]]) -> None:
-        super().__init__(error.code, error.reason)
-        self.frames = frames
+            raise WebSocketError(_INVALID_DATA, "close reason is not valid UTF-8") from None
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -317,9 +309,11 @@ class FrameParser:
             if b0 & 0x30 or (
                 rsv1 and (self._deflate is None or opcode not in (OP_TEXT, OP_BINARY))
             ):
-                raise WebSocketError(1002, "reserved bits set without a negotiated extension")
+                raise WebSocketError(
+                    _PROTOCOL_ERROR, "reserved bits set without a negotiated extension"
+                )
             if not b1 & 0x80:
-                raise WebSocketError(1002, "client frames must be masked")
+                raise WebSocketError(_PROTOCOL_ERROR, "client frames must be masked")
             length, hlen = b1 & 0x7F, 2
             if length == 126:
                 if end - pos < 4:
@@ -330,16 +324,18 @@ class FrameParser:
                     break
                 length, hlen = struct.unpack_from("!Q", buf, pos + 2)[0], 10
                 if length >> 63:
-                    raise WebSocketError(1002, "frame length has its top bit set")
+                    raise WebSocketError(_PROTOCOL_ERROR, "frame length has its top bit set")
             if opcode in _CONTROL_OPS:
                 if length > 125:
-                    raise WebSocketError(1002, "control frame payload over 125 bytes")
+                    raise WebSocketError(_PROTOCOL_ERROR, "control frame payload over 125 bytes")
                 if not fin:
-                    raise WebSocketError(1002, "fragmented control frame")
+                    raise WebSocketError(_PROTOCOL_ERROR, "fragmented control frame")
             elif opcode not in _DATA_OPS:
-                raise WebSocketError(1002, f"unknown opcode {opcode}")
+                raise WebSocketError(_PROTOCOL_ERROR, f"unknown opcode {opcode}")
             elif length + self._frags_len > self.max_size:
-                raise WebSocketError(1009, f"message exceeds the {self.max_size}-byte limit")
+                raise WebSocketError(
+                    _MESSAGE_TOO_BIG, f"message exceeds the {self.max_size}-byte limit"
+                )
             start = pos + hlen + 4
             if end - start < length:
                 if (
@@ -362,9 +358,11 @@ class FrameParser:
                 continue
             if opcode == OP_CONT:
                 if self._frags is None:
-                    raise WebSocketError(1002, "continuation frame without a message to continue")
+                    raise WebSocketError(
+                        _PROTOCOL_ERROR, "continuation frame without a message to continue"
+                    )
                 if rsv1:
-                    raise WebSocketError(1002, "RSV1 set on a continuation frame")
+                    raise WebSocketError(_PROTOCOL_ERROR, "RSV1 set on a continuation frame")
                 self._frags.append(payload)
                 self._frags_len += length
                 utf8 = self._utf8
@@ -378,7 +376,9 @@ class FrameParser:
                     out.append((op, self._finish(op, message, compressed, utf8 is not None)))
                 continue
             if self._frags is not None:
-                raise WebSocketError(1002, "new data frame before the fragmented message ended")
+                raise WebSocketError(
+                    _PROTOCOL_ERROR, "new data frame before the fragmented message ended"
+                )
             checked = self._checked
             if checked:  # a text frame whose first bytes were checked as they came
                 self._checked = 0
@@ -426,7 +426,7 @@ class FrameParser:
             try:
                 payload.decode()
             except UnicodeDecodeError:
-                raise WebSocketError(1007, "text message is not valid UTF-8") from None
+                raise WebSocketError(_INVALID_DATA, "text message is not valid UTF-8") from None
         return payload
 
 
@@ -436,4 +436,4 @@ def _check_text(
     try:
         decoder.decode(fragment, final)
     except UnicodeDecodeError:
-        raise WebSocketError(1007, "text message is not valid UTF-8") from None
+        raise WebSocketError(_INVALID_DATA, "text message is not valid UTF-8") from None

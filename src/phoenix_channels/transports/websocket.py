@@ -33,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .. import _eager
 from ..errors import WebSocketError
+from ..handshake import Refused, TransportHost
 from ..protocol import V1, V2, Serializer
+from ..protocol.close_codes import CloseCode
+from ..telemetry import SOCKET_LIMIT, limit_hit
 from .base import FrameEncoder, SocketHandler
 from .rfc6455 import (
     OP_BINARY,
@@ -53,9 +56,6 @@ from .rfc6455 import (
     http_response,
     parse_request,
 )
-
-if TYPE_CHECKING:
-    from ..endpoint import Endpoint
 
 __all__ = ["WebSocketProtocol", "frame_encoder", "front_protocol_for", "protocol_for"]
 
@@ -98,7 +98,7 @@ for _s in (V1, V2):
 class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on the fast path. Build classes with :func:`protocol_for`."""
 
-    endpoint: ClassVar[Endpoint]
+    endpoint: ClassVar[TransportHost]
     front: ClassVar[bool] = False  # True: the server's first protocol for every connection
     name = "websocket"
 
@@ -146,7 +146,7 @@ class WebSocketProtocol(asyncio.Protocol):
         # Until the handshake is done, the endpoint's sweeper closes the
         # connection if no complete request head arrives in time.
         self.timeout = _HEAD_TIMEOUT
-        self.endpoint.connections.add(self)
+        self.endpoint.registry.opened(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -183,10 +183,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self._transport = None
         if self._close_timer is not None:
             self._close_timer.cancel()
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         sock, self._socket = self._socket, None
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
 
     def pause_writing(self) -> None:
         # The kernel buffer is full and our own buffer passed the endpoint's
@@ -198,7 +198,9 @@ class WebSocketProtocol(asyncio.Protocol):
             "%d bytes waiting)",
             self.endpoint.max_outbound_buffer,
         )
-        self.close(1013, "slow consumer")
+        if SOCKET_LIMIT.on:
+            limit_hit(self._socket, "slow_consumer", True, self.name)
+        self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------
 
@@ -206,7 +208,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._closing:
             self._transport.write(item)  # type: ignore[union-attr]
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame, then end the connection when the client answers (or soon)."""
         if self._closing or self._transport is None:
             return
@@ -214,9 +216,9 @@ class WebSocketProtocol(asyncio.Protocol):
         transport.write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self._closing = True
         sock, self._socket = self._socket, None
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         self._close_timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
 
     def _fail(self, code: int, reason: str) -> None:
@@ -244,15 +246,15 @@ class WebSocketProtocol(asyncio.Protocol):
     def idle_close(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1001, "idle timeout")
+            sock.close(CloseCode.GOING_AWAY, "idle timeout")
         elif self._parser is None and self._transport is not None:  # no request head in time
-            self.endpoint.connections.discard(self)
+            self.endpoint.registry.closed(self)
             self._transport.close()
 
     def drain(self) -> None:
         sock = self._socket
         if sock is not None:
-            sock.close(1012, "server restart", "shutdown:draining")
+            sock.close(CloseCode.SERVICE_RESTART, "server restart", "shutdown:draining")
         elif self._parser is None and self._transport is not None:  # still in the handshake
             self._transport.close()
 
@@ -316,8 +318,6 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
-        from ..endpoint import Refused
-
         try:
             outcome = await self.endpoint.handshake(
                 socket_cls,
@@ -354,7 +354,7 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def _refuse(self, status: int, body: bytes = b"") -> None:
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if self._transport is not None:
             self._transport.write(http_response(status, body))
             self._transport.close()
@@ -382,7 +382,7 @@ class WebSocketProtocol(asyncio.Protocol):
         assert transport is not None
         if server_state is not None:
             server_state.connections.discard(self)
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         protocol = protocol_cls(config=config, server_state=server_state, app_state=app_state)
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
@@ -392,7 +392,7 @@ class WebSocketProtocol(asyncio.Protocol):
         protocol.data_received(data)
 
     def _client_closed(self, payload: bytes) -> None:
-        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else 1000
+        code = (payload[0] << 8) | payload[1] if len(payload) >= 2 else CloseCode.NORMAL_CLOSURE
         transport = self._transport
         if transport is None:
             return
@@ -400,20 +400,20 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.write(encode_frame(OP_CLOSE, close_payload(code)))
             self._closing = True
         sock, self._socket = self._socket, None
-        self.endpoint.connections.discard(self)
+        self.endpoint.registry.closed(self)
         if sock is not None:
-            sock.closed("shutdown:closed")
+            sock.connection_lost("shutdown:closed")
         transport.close()
 
 
-def protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+def protocol_for(endpoint: TransportHost) -> type[WebSocketProtocol]:
     """A :class:`WebSocketProtocol` class bound to ``endpoint``, for uvicorn's ``ws`` setting."""
     return type(
         "EndpointWebSocketProtocol", (WebSocketProtocol,), {"endpoint": endpoint, "__slots__": ()}
     )
 
 
-def front_protocol_for(endpoint: Endpoint) -> type[WebSocketProtocol]:
+def front_protocol_for(endpoint: TransportHost) -> type[WebSocketProtocol]:
     """The same, as uvicorn's ``http`` setting: it sees every connection first."""
     return type(
         "EndpointFrontProtocol",

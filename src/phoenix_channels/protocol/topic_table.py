@@ -1,4 +1,4 @@
-"""How a socket treats each inbound message: routing and the topic table, without I/O.
+"""The topic table of one socket: its channel entries, and what to do with each inbound message.
 
 A connection keeps at most one *entry* per topic: the channel joined on it,
 the ``join_ref`` its join carried, and its state. :meth:`TopicTable.classify`
@@ -6,7 +6,7 @@ reads one decoded message and says what to do with it, following Phoenix's
 rules in this order:
 
 1. ``phoenix``/``heartbeat`` is answered ``ok`` before anything else.
-2. ``phx_join`` on a topic without an entry is routed (no route: "unmatched
+2. ``phx_join`` on a topic without an entry is routed (:mod:`.router`; no route: "unmatched
    topic"; too many entries: "too many channels joined"), else joined.
 3. ``phx_join`` on a topic with an entry replaces it (a duplicate join: the
    old channel is shut down and gets a ``phx_close`` after the new reply).
@@ -16,8 +16,9 @@ rules in this order:
 5. ``phx_leave`` to a topic without an entry is answered ``ok``.
 6. Anything else to a topic without an entry is answered "unmatched topic".
 
-Entry states move only along this table; anything else raises
-:class:`~phoenix_channels.errors.UsageError` naming the state and event::
+Entry states move only along this table (see :mod:`.transitions`); anything
+else raises :class:`~phoenix_channels.errors.InvalidTransition` naming the
+state and event::
 
     state      event        next
     joining    joined       joined
@@ -33,46 +34,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from ..errors import ConfigurationError, UsageError
+from ..errors import UsageError
 from .messages import HEARTBEAT, PHX_JOIN, PHX_LEAVE, Message, Ref
+from .router import Router
+from .transitions import advance
 
-__all__ = ["Action", "Decision", "Entry", "EntryState", "Router", "TopicTable"]
+__all__ = ["Action", "Decision", "Entry", "EntryState", "TopicTable"]
 
 T = TypeVar("T")
 
 HEARTBEAT_TOPIC = "phoenix"
-
-
-class Router(Generic[T]):
-    """Ordered topic patterns: ``"room:lobby"`` matches itself, ``"room:*"`` any suffix.
-
-    The first declared pattern that matches wins. ``*`` may only end a pattern.
-    """
-
-    __slots__ = ("_routes",)
-
-    def __init__(self, routes: dict[str, T] | list[tuple[str, T]]) -> None:
-        pairs = list(routes.items()) if isinstance(routes, dict) else list(routes)
-        self._routes: list[tuple[str, bool, T]] = []
-        for pattern, target in pairs:
-            if not isinstance(pattern, str):
-                raise ConfigurationError(f"topic pattern must be a str, got {pattern!r}")
-            star = pattern.find("*")
-            if star != -1 and star != len(pattern) - 1:
-                raise ConfigurationError(
-                    f"topic pattern {pattern!r}: '*' is only allowed as the last character"
-                )
-            wildcard = star != -1
-            self._routes.append((pattern[:-1] if wildcard else pattern, wildcard, target))
-
-    def match(self, topic: str) -> T | None:
-        for prefix, wildcard, target in self._routes:
-            if topic == prefix or (wildcard and topic.startswith(prefix)):
-                return target
-        return None
-
-    def __len__(self) -> int:
-        return len(self._routes)
 
 
 class EntryState(Enum):
@@ -99,13 +70,7 @@ class Entry:
         self.state = EntryState.JOINING
 
     def advance(self, event: str) -> None:
-        try:
-            self.state = _TRANSITIONS[self.state, event]
-        except KeyError:
-            raise UsageError(
-                f"channel entry for {self.topic!r}: event {event!r} is not allowed "
-                f"in state {self.state.value!r}"
-            ) from None
+        self.state = advance(_TRANSITIONS, self.state, event, f"channel entry for {self.topic!r}")
 
     def __repr__(self) -> str:
         return f"<Entry {self.topic!r} join_ref={self.join_ref!r} {self.state.value}>"

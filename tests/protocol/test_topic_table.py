@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from phoenix_channels import ConfigurationError, Message, UsageError
-from phoenix_channels.protocol.socket_state import Action, EntryState, Router, TopicTable
+from phoenix_channels.protocol.router import Router
+from phoenix_channels.protocol.topic_table import Action, EntryState, TopicTable
 
 
 def test_routes_match_in_declaration_order_with_prefix_wildcards() -> None:
