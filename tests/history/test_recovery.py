@@ -299,3 +299,26 @@ def test_a_store_with_a_gap_is_never_presented_as_complete() -> None:
     for messages in (stored(3, 5), stored(3, 4), stored(4, 5, 6), stored(3, 4, 5, 5)):
         outcome = decide(asked, HistorySlice("e", 5, 1, messages))
         assert (outcome.recovered, outcome.reason) == (False, "not_found")
+
+
+async def test_a_recovery_emits_channel_recover() -> None:
+    from phoenix_channels import telemetry
+
+    seen: list[tuple[Any, Any]] = []
+    telemetry.attach(
+        "history-test", [telemetry.CHANNEL_RECOVER], lambda e, m, d: seen.append((m, d))
+    )
+    try:
+        endpoint = make()
+        await publish(endpoint, "room:1", range(1, 3))
+        mark = (await endpoint.history("room:1"))[0].ref
+        client = await connect(endpoint, UserSocket)
+        await join(client, "room:1", {"phx_recover": mark})
+        await join(client, "plain:1", {}, "2")  # no key: no event
+    finally:
+        telemetry.detach("history-test")
+    assert len(seen) == 1
+    measurements, metadata = seen[0]
+    assert measurements["replayed"] == 1 and measurements["duration"] >= 0
+    assert metadata["topic"] == "room:1" and metadata["route"] == "room:*"
+    assert (metadata["recovered"], metadata["reason"]) == (True, None)

@@ -23,7 +23,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .. import telemetry
 from ..protocol.messages import Broadcast
+from ..telemetry import CHANNEL_RECOVER
 from . import RECOVER_KEY, RECOVERY_EVENT, History, HistorySlice, Outcome, Position
 
 __all__ = ["NOT_ASKED", "history_routes", "recover", "take_request"]
@@ -84,6 +86,16 @@ def decide(requested: Position | None, found: HistorySlice) -> Outcome:
 
 async def recover(channel: Any, requested: Any) -> None:
     """Push the outcome and replay; ``channel`` has just been joined (ok reply sent)."""
+    if not CHANNEL_RECOVER.on:
+        await _recover(channel, requested)
+        return
+    start = telemetry.now()
+    await _recover(channel, requested)
+    if channel.recovered is not None:
+        telemetry.recover_done(channel, channel.recovered, start)
+
+
+async def _recover(channel: Any, requested: Any) -> None:
     sock = channel.socket
     pubsub = sock.endpoint.pubsub
     topic = channel.topic
