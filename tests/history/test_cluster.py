@@ -222,3 +222,33 @@ async def test_an_engine_restart_without_persistence_changes_the_epoch(
         await a.stop()
         await b.stop()
         server.kill()
+
+
+async def test_a_plain_script_building_the_same_endpoint_assigns_positions(
+    nodes: MakeNodes,
+) -> None:
+    """``Publisher(endpoint)`` of an endpoint that never serves: the policy comes with it."""
+    from phoenix_channels.publisher import Publisher
+
+    (a,) = await nodes(1)
+    engine = "redis" if type(a.pubsub.adapter).__name__ == "RedisAdapter" else "nats"
+    factory = PubSub.redis if engine == "redis" else PubSub.nats
+    prefix = a.pubsub.adapter.prefix  # type: ignore[attr-defined]
+    script = Endpoint(
+        {"/socket": UserSocket},
+        pubsub=factory(shared_url(engine), prefix=prefix),
+        secret_key_base=SECRET,
+    )
+    client = await connect(a, UserSocket)
+    await join(client, {})
+    await asyncio.sleep(0.1)
+    with Publisher(script) as publisher:
+        await asyncio.get_running_loop().run_in_executor(
+            None, publisher.publish, "room:1", "msg", {"n": 1}
+        )
+        await publisher.apublish("room:1", "msg", {"n": 2})
+    got = await messages(client, 2)
+    assert [f[4]["n"] for f in got] == [1, 2]
+    epoch = got[0][1].split(":")[0]
+    assert [f[1] for f in got] == [f"{epoch}:1", f"{epoch}:2"]
+    assert [m.ref for m in await a.history("room:1")] == [f[1] for f in got]
