@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from phoenix_channels import Channel, Endpoint, Socket, reply
+from phoenix_channels import Channel, Endpoint, History, Socket, reply
 
 
 class BenchChannel(Channel):
@@ -40,6 +40,16 @@ class BenchSocket(Socket):
 
     async def connect(self, params: Any, connect_info: Any) -> bool:
         return True
+
+
+class HistoryBenchChannel(BenchChannel):
+    """The same channel with a history (``benchmarks/history.py``)."""
+
+    history = History(size=100, ttl=300.0)
+
+
+class HistoryBenchSocket(BenchSocket):
+    channels = {"bench:*": HistoryBenchChannel}
 
 
 endpoint = Endpoint(sockets={"/socket": BenchSocket}, check_origin=False)

@@ -61,8 +61,10 @@ def __getattr__(name: str) -> Any:
     if name != "endpoint":
         raise AttributeError(name)
     if _endpoint is None:
-        from benchmarks.bench_app import BenchSocket
+        from benchmarks.bench_app import BenchSocket, HistoryBenchSocket
         from phoenix_channels import Endpoint, PubSub
+
+        socket_cls = HistoryBenchSocket if os.environ.get("PHX_BENCH_HISTORY") else BenchSocket
 
         engine = os.environ.get("PHX_BENCH_ENGINE", "local")
         url = os.environ.get("PHX_BENCH_URL", "")
@@ -74,7 +76,7 @@ def __getattr__(name: str) -> Any:
             else PubSub()
         )
         _endpoint = Endpoint(
-            sockets={"/socket": BenchSocket},
+            sockets={"/socket": socket_cls},
             pubsub=pubsub,
             check_origin=False,
             secret_key_base="bench-cluster-secret-" + "b" * 24,  # one per cluster
@@ -152,7 +154,7 @@ class Setup:
                 [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
                  "--dir", str(self.logs)]
                 if engine == "redis"
-                else [binary, "-a", HOST, "-p", str(port)]
+                else [binary, "-a", HOST, "-p", str(port), "-js", "-sd", str(self.logs)]
             )  # fmt: skip
             self.engine = await self.spawn(args, f"{engine}.log")
             self.engine_port = port

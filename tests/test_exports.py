@@ -10,6 +10,7 @@ EXPECTED = {
     "RawSocket",
     "LongPoll",
     "Presence", "Tracker", "AlreadyTrackedError", "NotTrackedError",
+    "History", "Position",
     "ConnectionRefused",
     "on", "InvalidPayload",
 }

@@ -25,6 +25,7 @@ from .errors import (
     UsageError,
     WebSocketError,
 )
+from .history import History, Position
 from .presence import AlreadyTrackedError, NotTrackedError, Presence, Tracker
 from .protocol import Broadcast, Message, Reply
 from .pubsub import LocalAdapter, PubSub, Subscription
@@ -47,6 +48,7 @@ __all__ = [
     "EncodeError",
     "Endpoint",
     "ExpiredToken",
+    "History",
     "InvalidPayload",
     "InvalidToken",
     "JoinError",
@@ -57,6 +59,7 @@ __all__ = [
     "NotJoinedError",
     "NotTrackedError",
     "PhoenixChannelsError",
+    "Position",
     "Presence",
     "PubSub",
     "RawSocket",

@@ -31,6 +31,8 @@ from . import _contracts, telemetry, typed
 from ._awaitable import DONE, Done, must_await
 from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import JoinError, NotJoinedError, UsageError
+from .history import History, Outcome, Position
+from .history.recovery import NOT_ASKED, recover, take_request
 from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
 from .protocol.checks import check_payload as check_payload  # its old home
@@ -169,6 +171,18 @@ class Channel(Mailbox):
 
     _intercepts: ClassVar[frozenset[str] | None] = None
     _typed: ClassVar[typed.Handlers | None] = None
+
+    history: ClassVar[History | None] = None
+    """Keep this topic's broadcasts for rejoining clients: ``History(size=100, ttl=300.0)``.
+
+    See ``docs/recovery.md``; ``None`` (the default): no positions, no store.
+    """
+
+    recovery: Position | None = None
+    """In ``join``: the position the client asked to recover from (None if it sent none)."""
+
+    recovered: Outcome | None = None
+    """After a join that asked for recovery: what the client was told."""
 
     __slots__ = (
         "__dict__",
@@ -433,9 +447,12 @@ class Channel(Mailbox):
     async def _join(self, msg: Message) -> str:
         """Run join and answer it; returns "ok", "error" (JoinError) or "crash"."""
         sock = self.socket
+        payload, requested = take_request(msg.payload)
+        if requested is not NOT_ASKED and type(requested) is Position:
+            self.recovery = requested
         try:
             response = _contracts.check_join_response(
-                type(self).__name__, await self.join(msg.topic, msg.payload), ChannelReply
+                type(self).__name__, await self.join(msg.topic, payload), ChannelReply
             )
         except JoinError as exc:
             self._state = _TERMINATING
@@ -458,6 +475,8 @@ class Channel(Mailbox):
         if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
             return "crash"
+        if requested is not NOT_ASKED:
+            await recover(self, requested)
         return "ok"
 
     async def _stop(self, reason: Any) -> None:

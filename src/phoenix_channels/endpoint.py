@@ -35,6 +35,8 @@ from ._secret import missing_shared_secret
 from .errors import ConfigurationError
 from .handshake import Accepted, Refused
 from .handshake import parse_params as parse_params  # its old home
+from .history import Position
+from .history.recovery import history_routes
 from .origin import CheckOrigin, OriginPolicy
 from .protocol import Broadcast
 from .protocol.checks import check_payload
@@ -143,6 +145,7 @@ class Endpoint:
             )
         self.app = app
         self.pubsub = pubsub if pubsub is not None else PubSub()
+        self.pubsub.add_history_routes(history_routes(self._websocket_paths.values()))
         self.origin_policy = OriginPolicy(check_origin, host)
         self.max_frame_size = max_frame_size
         self.compress = compress
@@ -227,6 +230,13 @@ class Endpoint:
         """Like :meth:`broadcast`, skipping the subscriber ``from_`` (e.g. a channel)."""
         check_payload(payload)
         await self.pubsub.broadcast(topic, Broadcast(topic, event, payload), from_=from_)
+
+    async def history(self, topic: str, after: Position | str | None = None) -> list[Broadcast]:
+        """The stored broadcasts of a topic with history, oldest first (see docs/recovery.md).
+
+        Each has its position in ``ref``; ``after`` keeps only later ones.
+        """
+        return await self.pubsub.history(topic, after)
 
     def local_broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send ``event`` to the subscribers of ``topic`` on this node only."""

@@ -291,6 +291,14 @@ def join_done(channel: Any, msg: Any, result: str, start: float) -> None:
         channel.on_stop(_left)
 
 
+def recover_done(channel: Any, outcome: Any, start: float) -> None:
+    """Emit ``channel.recover`` for a rejoin that asked for missed messages."""
+    meta = _channel_meta(channel)
+    meta["recovered"] = outcome.recovered
+    meta["reason"] = outcome.reason
+    CHANNEL_RECOVER.emit({"duration": now() - start, "replayed": outcome.replayed}, meta)
+
+
 def _left(channel: Any) -> None:
     if CHANNEL_LEAVE.on:
         joined_at = channel.__dict__.pop("_telemetry_joined_at", None)

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from ..protocol.messages import Message, Reply
 from ._actions import Outcome
 from ._channel_machine import ChannelCore, PushCore
+from ._recovery import Tracker
 from ._socket_machine import SocketCore
 from ._wakeup import Wakeup
 from .errors import ChannelClosedError, JoinRefused, JoinTimeout, PushTimeout
@@ -148,10 +149,23 @@ class Channel:
     latest state it has (the last message id it saw, say).
     """
 
-    def __init__(self, socket: SocketLink, topic: str, params: Any, max_queued_events: int) -> None:
+    def __init__(
+        self,
+        socket: SocketLink,
+        topic: str,
+        params: Any,
+        max_queued_events: int,
+        recover: bool = False,
+    ) -> None:
         check_max_queued_events(max_queued_events)
+        if params is not None and not callable(params) and not isinstance(params, dict):
+            raise UsageError(
+                f"channel params must be a dict or a callable returning one, got {params!r}"
+            )
         self._socket = socket
-        self._core: ChannelCore = socket._core.channel(topic, params, self)
+        self._recovery = Tracker(params, recover)
+        self._recovery_listeners: list[Callable[[Any], object]] = []
+        self._core: ChannelCore = socket._core.channel(topic, self._recovery.join_params, self)
         self._bindings: list[tuple[str, int, Handler]] = []
         self._binding_ref = 0
         self._join_listeners: list[Callable[[Any], object]] = []
@@ -293,6 +307,29 @@ class Channel:
         (``{"source": "transport", "reason": ...}``). It rejoins by itself."""
         return self.on("phx_error", callback)
 
+    @property
+    def position(self) -> str | None:
+        """The last history position seen on this topic (``"<epoch>:<offset>"``), if any.
+
+        Sent back at every rejoin so the server replays what was missed
+        (``docs/recovery.md``).
+        """
+        return self._recovery.position
+
+    @property
+    def recovery(self) -> dict[str, Any] | None:
+        """The server's last ``phx_recovery`` outcome for this channel, if any.
+
+        ``{"recovered": bool, "reason": str | None, "position": str | None,
+        "replayed": int}``; ``recovered`` False means messages were missed
+        for good (the reason says why): reload what you show.
+        """
+        return self._recovery.outcome
+
+    def on_recovery(self, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(outcome)`` for each ``phx_recovery`` (after each (re)join that asked)."""
+        self._recovery_listeners.append(callback)
+
     def on_close(self, callback: Callable[[str], object]) -> None:
         """Call ``callback(reason)`` once, when this channel object ends for good."""
         self._close_listeners.append(callback)
@@ -324,6 +361,9 @@ class Channel:
 
     def _deliver(self, message: Message) -> None:
         event = message.event
+        if self._recovery.observe(event, message.payload, message.ref):
+            for callback in tuple(self._recovery_listeners):
+                self._socket._call_user(callback, message.payload)
         for bound_event, _, handler in tuple(self._bindings):
             if bound_event == event:
                 self._socket._call_user(handler, message.payload)

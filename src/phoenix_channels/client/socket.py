@@ -261,14 +261,18 @@ class Socket:
         params: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
         *,
         max_queued_events: int | None = None,
+        recover: bool = False,
     ) -> Channel:
         """A new channel object for ``topic``; call ``await channel.join()`` next.
 
         ``params`` (a dict or a function returning one, evaluated at every
         join) are the join params the server's ``join`` callback receives.
+        The channel tracks history positions and sends the last one at each
+        rejoin (``docs/recovery.md``); ``recover=True`` asks from the first
+        join on, so the outcome (``channel.recovery``) comes every time.
         """
         size = self._max_queued_events if max_queued_events is None else max_queued_events
-        return Channel(self, topic, params, size)
+        return Channel(self, topic, params, size, recover)
 
     async def ping(self, timeout: float | None = None) -> float:
         """Send a heartbeat now; the round trip in seconds."""

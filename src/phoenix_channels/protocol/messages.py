@@ -66,12 +66,15 @@ class Broadcast:
     """A publication on ``topic``: delivered to every subscriber of the topic.
 
     The payload must be a ``dict`` (sent as JSON) or ``bytes`` (sent as a
-    binary frame to V2 clients).
+    binary frame to V2 clients). ``ref`` is ``None`` except on topics with
+    history (:mod:`phoenix_channels.history`), where it carries the message's
+    position, ``"<epoch>:<offset>"``, to the client in the frame's ref field.
     """
 
     topic: str
     event: str
     payload: Any
+    ref: str | None = None
 
     def __post_init__(self) -> None:
         if type(self.topic) is not str or type(self.event) is not str:

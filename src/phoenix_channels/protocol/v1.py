@@ -79,7 +79,7 @@ class V1:
             {
                 "event": broadcast.event,
                 "payload": broadcast.payload,
-                "ref": None,
+                "ref": broadcast.ref,
                 "topic": broadcast.topic,
             },
             broadcast.payload,

@@ -125,7 +125,9 @@ class V2:
             raise EncodeError(
                 f"broadcast payload must be a dict or bytes, got {type(payload).__name__}"
             )
-        return dumps([None, None, broadcast.topic, broadcast.event, payload], payload), False
+        return dumps(
+            [None, broadcast.ref, broadcast.topic, broadcast.event, payload], payload
+        ), False
 
 
 def _is_ref(value: object) -> bool:

@@ -14,6 +14,11 @@ Two kinds of subscription share the registry:
 
 Subscribing the same subscriber to a topic twice keeps one subscription
 (Phoenix delivers duplicates there; we make the mistake impossible).
+
+Topics with history (:mod:`phoenix_channels.history`): :meth:`PubSub.broadcast`
+gets each broadcast's position from the history store before publishing it.
+The policy saying which topics have history is registered by the endpoint
+(:meth:`PubSub.add_history_routes`); without one, broadcasts skip it all.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Protocol, Unpack
 
 from ..errors import BroadcastError, ConfigurationError
+from ..history import History, HistoryStore, Position
+from ..history.policy import HistoryPolicy, append, read_stored, store_for
 from ..protocol.messages import Broadcast
 from ..telemetry import PUBSUB_BROADCAST, broadcast_done
 from .options import EngineArgs, NatsArgs
@@ -90,6 +97,12 @@ class LocalAdapter:
     def topic_removed(self, topic: str) -> None:
         return None
 
+    def history_store(self) -> HistoryStore:
+        """In memory: one process has the only copy (``history/memory.py``)."""
+        from ..history.memory import MemoryHistory
+
+        return MemoryHistory()
+
 
 # An entry: (owner, target, encoder, intercepts). For plain subscriptions the
 # owner is the callback itself and encoder is None; for the fast lane, target
@@ -110,6 +123,9 @@ class PubSub:
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
         self._started = False
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
+        self._history: HistoryPolicy | None = None
+        self.history_store: HistoryStore | None = None
+        """Where positions come from and messages are kept, once a topic has history."""
 
     @classmethod
     def redis(cls, url: str = "redis://127.0.0.1:6379/0", **options: Unpack[EngineArgs]) -> PubSub:
@@ -190,6 +206,29 @@ class PubSub:
         """
         self._add(topic, owner, (owner, write, encoder, intercepts))
 
+    def hold(
+        self, topic: str, owner: Hashable, hold: Callable[[Any], None]
+    ) -> tuple[Callable[[Any], None], Callable[[], None]] | None:
+        """Give ``owner``'s broadcasts on ``topic``, unencoded, to ``hold`` for a while.
+
+        For a replay (history): returns ``(write, restore)``, the write function
+        of ``owner``'s subscription and a function that puts the subscription
+        back (a no-op if ``owner`` unsubscribed meanwhile); None if ``owner``
+        is not subscribed to ``topic``.
+        """
+        subs = self._topics.get(topic)
+        entry = None if subs is None else subs.get(owner)
+        if subs is None or entry is None:
+            return None
+        subs[owner] = (owner, hold, None, None)
+
+        def restore() -> None:
+            current = self._topics.get(topic)
+            if current is not None and owner in current:
+                current[owner] = entry
+
+        return entry[1], restore
+
     def _add(self, topic: str, key: Hashable, entry: _Entry) -> None:
         if type(topic) is not str:
             raise ConfigurationError(f"topic must be a str, got {topic!r}")
@@ -198,6 +237,38 @@ class PubSub:
             subs = self._topics[topic] = {}
             self.adapter.topic_added(topic)
         subs[key] = entry
+
+    # -- history --------------------------------------------------------------
+
+    def add_history_routes(self, routes: list[tuple[str, History | None]]) -> None:
+        """Give positions to broadcasts on topics matching these patterns (the endpoint calls it).
+
+        ``routes``: ``(pattern, History or None)`` in route order; the first
+        matching pattern decides. Makes the adapter's history store if needed.
+        """
+        if self._history is None:
+            policy = HistoryPolicy(routes)
+            if not policy:
+                return
+            self._history = policy
+        else:
+            self._history.extend(routes)
+        if self.history_store is None:
+            self.history_store = store_for(self.adapter)
+
+    def history_policy(self, topic: str) -> History | None:
+        """The history ``topic`` keeps, or None (no position, nothing stored)."""
+        policy = self._history
+        return None if policy is None else policy(topic)
+
+    async def history(self, topic: str, after: Position | str | None = None) -> list[Broadcast]:
+        """The stored broadcasts of ``topic``, oldest first, each with its position in ``ref``.
+
+        ``after``: only those after this position (of the current epoch; from
+        another epoch, every stored message). Raises :class:`UsageError` if the
+        topic has no history.
+        """
+        return await read_stored(self.history_store, self.history_policy(topic), topic, after)
 
     async def prepare(self, topic: str) -> None:
         """Return once broadcasts on ``topic`` from other nodes will reach this node.
@@ -238,6 +309,13 @@ class PubSub:
         Raises :class:`BroadcastError` if the adapter cannot publish; local
         subscribers then get nothing either, as in Phoenix.
         """
+        if self._history is not None and type(message) is Broadcast:
+            history = self._history(topic)
+            if history is not None:
+                positioned = await append(self.history_store, topic, message, history, from_)
+                if positioned is None:
+                    return  # the store published it to every node, this one included
+                message = positioned
         try:
             await self.adapter.broadcast(topic, message)
         except BroadcastError:

@@ -52,7 +52,7 @@ from .options import EngineOptions
 class LocalDelivery(Protocol):
     """What an adapter needs of its :class:`~phoenix_channels.pubsub.PubSub`: local delivery."""
 
-    def local_broadcast(self, topic: str, message: Any) -> None: ...
+    def local_broadcast(self, topic: str, message: Any, *, from_: Any = None) -> None: ...
 
 
 __all__ = [
@@ -135,6 +135,9 @@ class EngineAdapter:
         self._failed_in_outage = 0
         self._malformed_logged_at = 0.0
         self._malformed_unlogged = 0
+        self._skips: dict[int, Any] = {}  # token -> subscriber a positioned echo skips
+        self._skip_seq = 0
+        self._sequencer: Any = None  # a history Sequencer, on engines without a total order
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -239,9 +242,13 @@ class EngineAdapter:
 
     def topic_added(self, topic: str) -> None:
         self._want(self.channel_for(topic))
+        if self._sequencer is not None:  # what it tracked while unsubscribed is stale
+            self._sequencer.forget(topic)
 
     def topic_removed(self, topic: str) -> None:
         self._unwant(self.channel_for(topic))
+        if self._sequencer is not None:
+            self._sequencer.forget(topic)
 
     async def prepare(self, topic: str) -> None:
         """Return once broadcasts on ``topic`` from other nodes reach this node.
@@ -519,6 +526,9 @@ class EngineAdapter:
     def _deliver(self, data: bytes) -> None:
         """One message from the engine: decode once, deliver once to local subscribers."""
         self.stats.received += 1
+        if len(data) > 1 and data[1] == codec.POSITIONED:
+            self._deliver_positioned(data)
+            return
         try:
             decoded = codec.decode(data, self._node)
         except codec.MalformedMessage as exc:
@@ -534,6 +544,35 @@ class EngineAdapter:
             pubsub.local_broadcast(decoded[0], decoded[1])
         except Exception:
             self.log.exception("delivering a message on %r from %s failed", decoded[0], self.engine)
+
+    def _deliver_positioned(self, data: bytes) -> None:
+        """A broadcast with a position (history topics): every node delivers it, the sender too."""
+        try:
+            topic, broadcast, token = codec.decode_positioned(data, self._node)
+        except codec.MalformedMessage as exc:
+            self._malformed(exc, data)
+            return
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        self.stats.delivered += 1
+        skip = self._skips.pop(token, None) if token is not None else None
+        try:
+            if self._sequencer is not None:
+                self._sequencer.feed(topic, broadcast, skip)
+            else:
+                pubsub.local_broadcast(topic, broadcast, from_=skip)
+        except Exception:
+            self.log.exception("delivering a message on %r from %s failed", topic, self.engine)
+
+    def skip_on_echo(self, from_: Any) -> int:
+        """A token for a positioned broadcast whose echo must skip ``from_`` on this node."""
+        self._skip_seq += 1
+        token = self._skip_seq
+        self._skips[token] = from_
+        # The echo never comes if this node stops subscribing the topic: forget it then.
+        asyncio.get_running_loop().call_later(self.timeout * 2, self._skips.pop, token, None)
+        return token
 
     def _malformed(self, exc: Exception, data: bytes) -> None:
         self.stats.malformed += 1

@@ -193,6 +193,16 @@ class NatsAdapter(EngineAdapter):
             raise ConnectionError("not connected to NATS")
         await nc.publish(channel, data)
 
+    def history_store(self) -> Any:
+        """The store of topics with history: JetStream (PubSub calls it when a route has one)."""
+        from ..history.nats import NatsHistory
+
+        return NatsHistory(self)
+
+    def history_subject(self, topic: str) -> str:
+        """The JetStream subject that stores ``topic``'s history."""
+        return f"{self.prefix}.h.{subject_token('t', topic)}"
+
     async def _ping(self) -> None:
         nc = self._nc
         assert nc is not None

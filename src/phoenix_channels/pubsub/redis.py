@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Unpack
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import BroadcastError, ConfigurationError
 from ._cluster import EngineAdapter, EngineRefused, within
 from .options import EngineArgs, EngineOptions
 
@@ -398,6 +398,31 @@ class RedisAdapter(EngineAdapter):
             raise RedisConnectionError("not connected")
         await pub.drained(self.timeout)
         await within(pub.command("PUBLISH", channel, data), self.timeout)
+
+    def history_store(self) -> Any:
+        """The store of topics with history (PubSub calls it when a route declares one)."""
+        from ..history.redis import RedisHistory
+
+        return RedisHistory(self)
+
+    async def history_command(self, *args: bytes | str | int) -> Any:
+        """One command on the publishing connection, for the history store.
+
+        Bounded by ``timeout``; a link that is down or breaks raises
+        :class:`~phoenix_channels.BroadcastError`; an error reply raises
+        :class:`RedisError`.
+        """
+        pub = self._pub
+        if pub is None or not self.connected:
+            raise BroadcastError(f"redis at {self.url} is unreachable; history unavailable")
+        try:
+            return await within(pub.command(*args), self.timeout)
+        except TimeoutError:
+            raise BroadcastError(
+                f"redis at {self.url} did not answer within {self.timeout:.1f} s"
+            ) from None
+        except RedisConnectionError as exc:
+            raise BroadcastError(f"redis at {self.url}: {exc}") from None
 
     async def _ping(self) -> None:
         assert self._sub is not None and self._pub is not None
