@@ -26,6 +26,7 @@ class MillionSocket(BenchSocket):
 endpoint = Endpoint(
     sockets={"/socket": MillionSocket},
     check_origin=False,
+    secret_key_base="million-benchmark-" + "m" * 30,  # one secret for every worker
     pubsub=PubSub.redis(
         os.environ.get("PHX_MILLION_REDIS", "redis://127.0.0.1:6379/0"),
         prefix=os.environ.get("PHX_MILLION_PREFIX", "million"),

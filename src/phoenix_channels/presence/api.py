@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from ..channel import Channel
 from ..errors import ConfigurationError, UsageError
+from ..telemetry import PRESENCE_DIFF, presence_diff
 from .batch import CountBroadcaster, DiffBatcher, merge_diffs
 from .shard import TrackerArgs
 from .tracker import Diff, Key, Meta, Presences, Tracker
@@ -323,6 +324,8 @@ class Presence:
         self.endpoint.local_broadcast(topic, "presence_count", {"count": count})
 
     def _on_diff(self, diff: Diff) -> None:
+        if PRESENCE_DIFF.on:
+            presence_diff(self, diff)
         if self.counts_only(diff.topic):
             self._counts.changed(diff.topic)
         elif not self._batcher.hold(diff):

@@ -27,6 +27,7 @@ from typing import Any, Protocol, Unpack
 
 from ..errors import BroadcastError, ConfigurationError
 from ..protocol.messages import Broadcast
+from ..telemetry import PUBSUB_BROADCAST, broadcast_done
 from .options import EngineArgs, NatsArgs
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
@@ -270,7 +271,8 @@ class PubSub:
         # The fast lane: one encoding per encoder, shared by every subscriber.
         frames: dict[Any, Any] = {}
         event = message.event
-        for owner, target, encoder, intercepts in tuple(subs.values()):
+        entries = tuple(subs.values())
+        for owner, target, encoder, intercepts in entries:
             if owner is from_:
                 continue
             if encoder is None:
@@ -283,6 +285,8 @@ class PubSub:
                     frame = frames[encoder] = encoder.broadcast(message)
                 if frame is not None:  # None: this encoder cannot carry it (logged once)
                     target(frame)
+        if PUBSUB_BROADCAST.on:
+            broadcast_done(self, message, entries, from_, frames)
 
 
 class Subscription:
