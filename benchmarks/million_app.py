@@ -32,6 +32,4 @@ endpoint = Endpoint(
         prefix=os.environ.get("PHX_MILLION_PREFIX", "million"),
         timeout=30.0,
     ),
-    # One secret for every worker: a cluster without one refuses to start.
-    secret_key_base=os.environ.get("PHX_MILLION_SECRET", "million-benchmark-secret-" + "m" * 24),
 )
