@@ -180,9 +180,13 @@ class _S(Socket):
     channels = {}
 
 
-@pytest.mark.parametrize("engine", ["redis", "nats"])
+@pytest.mark.parametrize("engine", ["redis", "nats", "redis_cluster"])
 async def test_a_cluster_engine_without_a_secret_refuses_to_start(engine: str) -> None:
-    pubsub = PubSub.redis("redis://127.0.0.1:1/0") if engine == "redis" else PubSub.nats()
+    pubsub = {
+        "redis": lambda: PubSub.redis("redis://127.0.0.1:1/0"),
+        "nats": lambda: PubSub.nats(),
+        "redis_cluster": lambda: PubSub.redis_cluster("redis://127.0.0.1:1"),
+    }[engine]()
     endpoint = Endpoint(sockets={"/socket": _S}, pubsub=pubsub)
     adapter = type(pubsub.adapter).__name__
     with pytest.raises(ConfigurationError, match=rf"one node of a cluster \({adapter}\)"):
