@@ -55,4 +55,10 @@ def _pubsub() -> PubSub:
 
 
 web = Starlette(routes=[Route("/", home), Route("/broadcast", broadcast)])
-endpoint = Endpoint(sockets={"/socket": UserSocket}, app=web, pubsub=_pubsub(), check_origin=False)
+endpoint = Endpoint(
+    sockets={"/socket": UserSocket},
+    app=web,
+    pubsub=_pubsub(),
+    check_origin=False,
+    secret_key_base="the-same-secret-on-every-worker-0123456789",  # several workers: one secret
+)
