@@ -6,6 +6,14 @@ subscriber of the topic (the sender included).
 
 Fast path: ``python -m phoenix_channels serve benchmarks.bench_app:endpoint``;
 ASGI path: ``python -m uvicorn benchmarks.bench_app:endpoint ...``.
+
+Observability variants (the ``ours-telemetry`` and ``ours-prometheus``
+servers of ``run.py``), built only when asked for:
+``bench_app:endpoint_telemetry`` has a no-op handler attached to every
+telemetry event; ``bench_app:endpoint_prometheus`` serves Prometheus
+metrics at ``/metrics``; ``bench_app:endpoint_dashboard`` has the live dashboard
+on, with a viewer subscribed to its updates (what an open page costs the server,
+less one WebSocket at one message a second).
 """
 
 from __future__ import annotations
@@ -35,3 +43,46 @@ class BenchSocket(Socket):
 
 
 endpoint = Endpoint(sockets={"/socket": BenchSocket}, check_origin=False)
+
+
+def _noop(name: Any, measurements: Any, metadata: Any) -> None:
+    return None
+
+
+def __getattr__(name: str) -> Endpoint:
+    if name == "endpoint_telemetry":
+        from phoenix_channels import telemetry
+
+        telemetry.attach("bench-noop", telemetry.EVENTS, _noop)
+        return Endpoint(sockets={"/socket": BenchSocket}, check_origin=False)
+    if name == "endpoint_dashboard":
+        return _with_dashboard()
+    if name == "endpoint_prometheus":
+        return Endpoint(
+            sockets={"/socket": BenchSocket}, check_origin=False, metrics_path="/metrics"
+        )
+    raise AttributeError(name)
+
+
+def _with_dashboard() -> Endpoint:
+    from phoenix_channels.dashboard import Dashboard
+
+    endpoint = Endpoint(
+        sockets={"/socket": BenchSocket},
+        check_origin=False,
+        dashboard=Dashboard(guard=lambda request: True),
+    )
+
+    class Viewer:
+        async def start(self) -> None:
+            endpoint.pubsub.subscribe("dashboard:live", _viewer)
+
+        async def stop(self) -> None:
+            endpoint.pubsub.unsubscribe("dashboard:live", _viewer)
+
+    endpoint.add_service(Viewer())
+    return endpoint
+
+
+def _viewer(message: Any) -> None:
+    return None

@@ -90,8 +90,17 @@ def free_port() -> int:
 
 
 def start_server(port: int, pin: bool) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "phoenix_channels", "serve",
-               "benchmarks.client_bench:endpoint", "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "phoenix_channels",
+        "serve",
+        "benchmarks.client_bench:endpoint",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     if pin:
         command = ["taskset", "-c", "0", *command]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
@@ -118,8 +127,9 @@ class Bare:
 
     @classmethod
     async def open(cls, url: str, topic: str) -> Bare:
-        ws = await websockets.connect(url + "/websocket?vsn=2.0.0", compression=None,
-                                      ping_interval=None, max_queue=None)
+        ws = await websockets.connect(
+            url + "/websocket?vsn=2.0.0", compression=None, ping_interval=None, max_queue=None
+        )
         bare = cls(ws)
         await bare.call(topic, "phx_join", {})
         return bare
@@ -181,6 +191,7 @@ async def receive_ours(url: str, sockets: int, broadcasts: int, iterate: bool) -
             received += 1
             if received == total:
                 done.set()
+
         return count
 
     readers = []
@@ -217,20 +228,29 @@ async def receive_bare(url: str, sockets: int, broadcasts: int) -> float:
                     done.set()
 
     readers = [asyncio.ensure_future(read(b)) for b in clients]
-    return await _shout_and_wait(url, topic, broadcasts, done, total, [], readers,
-                                 bare_clients=clients)
+    return await _shout_and_wait(
+        url, topic, broadcasts, done, total, [], readers, bare_clients=clients
+    )
 
 
-async def _shout_and_wait(url: str, topic: str, broadcasts: int, done: asyncio.Event, total: int,
-                          clients: list[Socket], readers: list[Any],
-                          bare_clients: list[Bare] | None = None) -> float:
+async def _shout_and_wait(
+    url: str,
+    topic: str,
+    broadcasts: int,
+    done: asyncio.Event,
+    total: int,
+    clients: list[Socket],
+    readers: list[Any],
+    bare_clients: list[Bare] | None = None,
+) -> float:
     control = await Bare.open(url, topic)
     gc.collect()
     cpu = time.process_time()
     for _ in range(broadcasts):  # shouts get no reply: the wait is for the deliveries
         control.ref += 1
-        await control.ws.send(orjson.dumps(["1", str(control.ref), topic, "shout", PAYLOAD]),
-                              text=True)
+        await control.ws.send(
+            orjson.dumps(["1", str(control.ref), topic, "shout", PAYLOAD]), text=True
+        )
     await asyncio.wait_for(done.wait(), 120)
     spent = (time.process_time() - cpu) / total
     await control.ws.close()
@@ -260,13 +280,23 @@ async def memory(url: str, count: int, make: Callable[[], Awaitable[Any]]) -> fl
 
 
 def memory_in_subprocess(kind: str, port: int, count: int, pin: bool) -> float:
-    command = [sys.executable, "-m", "benchmarks.client_bench", "--memory-of", kind,
-               "--port", str(port), "--idle", str(count)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.client_bench",
+        "--memory-of",
+        kind,
+        "--port",
+        str(port),
+        "--idle",
+        str(count),
+    ]
     if pin:
         command = ["taskset", "-c", "1", *command]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
-    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-                         check=True).stdout
+    out = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     return float(json.loads(out.splitlines()[-1])["bytes_per_socket"])
 
 
@@ -324,7 +354,8 @@ def main() -> None:
     if args.memory_of:  # a child process measuring one implementation
         url = f"ws://127.0.0.1:{args.port}/socket"
         make: Callable[[], Awaitable[Any]] = (
-            (lambda: joined_ours(url)) if args.memory_of == "ours"
+            (lambda: joined_ours(url))
+            if args.memory_of == "ours"
             else (lambda: Bare.open(url, "bench:idle"))
         )
         print(json.dumps({"bytes_per_socket": uvloop.run(memory(url, args.idle, make))}))
@@ -349,10 +380,14 @@ def main() -> None:
     ours, bare = results["push_reply_ours"], results["push_reply_bare"]
     print(f"push->reply ({args.echoes} sequential, median of {args.repeat}):")
     for name, row in (("ours", ours), ("bare", bare)):
-        print(f"  {name:5} p50 {row['p50_us']:7.1f} us  p99 {row['p99_us']:7.1f} us  "
-              f"client CPU {row['cpu_us']:6.1f} us/push")
-    print(f"  ratio ours/bare: p50 {ours['p50_us'] / bare['p50_us']:.2f}x, "
-          f"CPU {ours['cpu_us'] / bare['cpu_us']:.2f}x")
+        print(
+            f"  {name:5} p50 {row['p50_us']:7.1f} us  p99 {row['p99_us']:7.1f} us  "
+            f"client CPU {row['cpu_us']:6.1f} us/push"
+        )
+    print(
+        f"  ratio ours/bare: p50 {ours['p50_us'] / bare['p50_us']:.2f}x, "
+        f"CPU {ours['cpu_us'] / bare['cpu_us']:.2f}x"
+    )
     base = results["receive_bare"]["cpu_us_per_message"]
     print(f"receive ({args.sockets} sockets x {args.broadcasts} broadcasts):")
     for name in ("ours_handler", "ours_iterator", "bare"):
@@ -360,8 +395,10 @@ def main() -> None:
         print(f"  {name:13} client CPU {value:6.1f} us/message  ({value / base:.2f}x bare)")
     idle_ours = results["idle_ours"]["bytes_per_socket"]
     idle_bare = results["idle_bare"]["bytes_per_socket"]
-    print(f"idle joined connection ({args.idle}): ours {idle_ours / 1024:.1f} KiB, "
-          f"bare {idle_bare / 1024:.1f} KiB ({idle_ours / idle_bare:.2f}x)")
+    print(
+        f"idle joined connection ({args.idle}): ours {idle_ours / 1024:.1f} KiB, "
+        f"bare {idle_bare / 1024:.1f} KiB ({idle_ours / idle_bare:.2f}x)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -24,6 +24,13 @@ line. Commands (``{"cmd": NAME, ...}``), each answered with
 - ``broadcast_check``: per-connection counts and the first frame's content.
 - ``latency`` ``count`` ``conns``: sequential echo pushes round-robin over
   ``conns`` connections; returns percentiles in microseconds.
+- ``arm``: count and time-stamp every broadcast frame from now on (used by
+  ``million.py``, whose broadcasts come from another node); ``collect``
+  ``within`` ``settle``: wait until every connection has one, wait
+  ``settle`` seconds more, and return the sorted receive times
+  (``time.time_ns()``) and how many connections got other than one.
+- ``status``: connections held and closed; ``reconnect``: open a new
+  connection (and join) for every closed one.
 - ``quit``: close everything and exit.
 
 The process exits on its own after ``--max-seconds`` or when stdin closes.
@@ -83,7 +90,7 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 class Tracker:
     """Counts text frames across all connections while a phase is active."""
 
-    __slots__ = ("active", "broadcast", "count", "target", "waiter")
+    __slots__ = ("active", "broadcast", "count", "stamps", "target", "waiter")
 
     def __init__(self) -> None:
         self.active = False
@@ -91,6 +98,7 @@ class Tracker:
         self.count = 0
         self.target = 0
         self.waiter: asyncio.Future[None] | None = None
+        self.stamps: list[int] | None = None  # receive times of broadcast frames (arm/collect)
 
     def arm(self, target: int) -> asyncio.Future[None]:
         """A future that resolves once ``count`` reaches ``target``."""
@@ -110,6 +118,7 @@ class Tracker:
     def stop(self) -> None:
         self.active = False
         self.waiter = None
+        self.stamps = None
 
 
 TRACK = Tracker()
@@ -201,7 +210,15 @@ class Client(asyncio.Protocol):
             opcode = b0 & 0x0F
             if opcode == 1:
                 t = TRACK
-                if t.active:
+                if t.stamps is not None:
+                    # Only broadcasts ([null,null,...]) count: not heartbeat replies.
+                    if data[start : start + 11] == b"[null,null,":
+                        t.stamps.append(time.time_ns())
+                        self.broadcasts += 1
+                        t.count += 1
+                        if t.count >= t.target and t.waiter is not None and not t.waiter.done():
+                            t.waiter.set_result(None)
+                elif t.active:
                     t.count += 1
                     if t.broadcast:
                         self.broadcasts += 1
@@ -254,10 +271,12 @@ class LoadGen:
 
     def source_address(self) -> str:
         index = self.first_address + self.opened // self.per_address
-        if index > 254:
-            raise BenchError("out of source addresses in 127.0.0.0/24")
+        if index >= (1 << 24) - 1:
+            raise BenchError("out of source addresses in 127.0.0.0/8")
         self.opened += 1
-        return f"127.0.0.{index}"
+        if index <= 254:
+            return f"127.0.0.{index}"
+        return f"127.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
 
     async def open(self, timeout: float = 10.0) -> Client:
         """Connect, upgrade and join TOPIC; returns the joined client."""
@@ -445,6 +464,43 @@ class LoadGen:
             "max_us": samples[-1] / 1000,
             "mean_us": sum(samples) / len(samples) / 1000,
         }
+
+    async def cmd_arm(self) -> dict[str, Any]:
+        for client in self.clients:
+            client.broadcasts = 0
+        TRACK.start(broadcast=True)
+        TRACK.active = False  # counted by the stamps branch only
+        TRACK.stamps = []
+        return {"clients": len(self.clients)}
+
+    async def cmd_collect(self, within: float = 60.0, settle: float = 1.0) -> dict[str, Any]:
+        stamps = TRACK.stamps
+        if stamps is None:
+            raise BenchError("collect without arm")
+        try:
+            await wait(TRACK.arm(len(self.clients)), within, "a copy on every connection")
+            await asyncio.sleep(settle)  # a duplicate would arrive by now
+        finally:
+            TRACK.stop()
+        wrong = [c.broadcasts for c in self.clients if c.broadcasts != 1]
+        stamps.sort()
+        return {"clients": len(self.clients), "wrong": len(wrong), "stamps": stamps}
+
+    async def cmd_status(self) -> dict[str, Any]:
+        closed = sum(c.closed for c in self.clients)
+        return {"clients": len(self.clients), "closed": closed}
+
+    async def cmd_reconnect(self, concurrency: int = 100) -> dict[str, Any]:
+        gone = [i for i, c in enumerate(self.clients) if c.closed]
+        todo = iter(gone)
+
+        async def worker() -> None:
+            for i in todo:
+                self.clients[i] = await self.open()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(gone)) or 1)))
+        return {"reconnected": len(gone), "seconds": time.perf_counter() - t0}
 
     def close_all(self) -> None:
         for client in [*self.clients, self.control]:

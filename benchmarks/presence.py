@@ -29,6 +29,17 @@ Redis adapter in the same run, side by side:
    one of its presences as left (with ``down_period`` 1 s, broadcast period
    0.1 s), then the time until a restarted incarnation's presences are listed
    on both survivors.
+5. **big rooms** (``--big``): the CPU of one ``track`` (its diff encoded for
+   one subscribed channel included) in a topic that already holds M members,
+   for M = 1,000 and 100,000 (``--big-sizes``), and the ratio (goal: at most
+   1.5x); then the ``presence_diff`` traffic one member of a churning room
+   receives (frames and bytes per second, ``--churn`` changes a second for
+   ``--churn-seconds``), unbatched and with each ``diff_interval`` of
+   ``--intervals``. With ``--big-churn``: ``--churn-members`` presences over
+   three nodes (``--adapters``: local trackers on one PubSub, or three Redis
+   PubSubs), ``--churn`` joins plus leaves a second for ``--churn-seconds``
+   spread over the nodes, then the check that every node lists exactly the
+   same presences as the truth kept by the driver, and the CPU per change.
 """
 
 from __future__ import annotations
@@ -353,6 +364,187 @@ async def bench_failure(per_node: int, adapter: str, redis_url: str) -> dict[str
     }
 
 
+# -- 5: big rooms ---------------------------------------------------------------------------
+
+
+async def bench_track_in_room(members: int, probes: int = 1000) -> dict[str, Any]:
+    """CPU of one track in a topic that already holds ``members`` presences."""
+    endpoint = Endpoint(sockets={"/socket": _NoSocket})
+    presence = Presence(endpoint, f"big{members}", broadcast_period=60.0, permdown_period=7200.0)
+    await endpoint.start()
+    topic = "room:big"
+    sink = _Sink()
+    endpoint.pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
+    try:
+        tracker = presence.tracker
+        for i in range(members):
+            tracker.track_nowait(f"m-{i}", topic, f"user-{i}", {"i": i})
+        tracker._shard.state.take_delta()  # as after a heartbeat: the room is settled
+        gc.collect()
+        cpus = []
+        for round_ in range(3):  # best of three: the machine is shared
+            cpu0 = time.process_time()
+            for i in range(probes):
+                await presence.track(f"p-{round_}-{i}", f"probe-{i}", {"i": i}, topic=topic)
+            cpus.append((time.process_time() - cpu0) / probes)
+            for i in range(probes):
+                await presence.untrack(f"p-{round_}-{i}")
+    finally:
+        await endpoint.stop()
+    return {"members": members, "track_cpu_us": min(cpus) * 1e6}
+
+
+async def bench_diff_traffic(
+    members: int, rate: int, seconds: float, interval: float
+) -> dict[str, Any]:
+    """What one member of a churning room receives, with ``diff_interval`` = ``interval``."""
+    endpoint = Endpoint(sockets={"/socket": _NoSocket})
+    presence = Presence(
+        endpoint,
+        f"traffic{interval}",
+        broadcast_period=60.0,
+        permdown_period=7200.0,
+        diff_interval=interval,
+    )
+    await endpoint.start()
+    topic = "room:churn"
+    tracker = presence.tracker
+    for i in range(members):
+        tracker.track_nowait(f"m-{i}", topic, f"user-{i}", {"i": i})
+    presence._batcher.flush_all()  # the room's own joins are not part of the churn
+    sink = _Sink()
+    endpoint.pubsub.subscribe_fastlane(topic, sink, sink.write, _ENCODER, None)
+    tick = 0.01
+    per_tick = max(1, round(rate * tick / 2))  # joins per tick, and as many leaves
+    ticks = max(1, round(seconds / tick))
+    changes = 0
+    try:
+        wall0 = time.perf_counter()
+        for t in range(ticks):
+            for j in range(per_tick):
+                n = t * per_tick + j
+                tracker.track_nowait(f"c-{n}", topic, f"user-c{n}", {"i": n})
+                tracker.untrack_nowait(f"m-{n % members}" if n < members else f"c-{n - members}")
+                changes += 2
+            await asyncio.sleep(tick)
+        presence._batcher.flush_all()
+        wall = time.perf_counter() - wall0
+    finally:
+        await endpoint.stop()
+    return {
+        "members": members,
+        "interval_s": interval,
+        "changes_per_s": changes / wall,
+        "frames_per_member_per_s": sink.frames / wall,
+        "bytes_per_member_per_s": sink.bytes / wall,
+        "frames_per_s_whole_room": sink.frames / wall * members,
+    }
+
+
+async def bench_churn_nodes(
+    members: int, rate: int, seconds: float, adapter: str, redis_url: str
+) -> dict[str, Any]:
+    """Three nodes, ``members`` presences, ``rate`` changes/s: are the lists right after?"""
+    import random
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"broadcast_period": 0.5, "down_period": 30.0}
+    shared = PubSub() if adapter == "local" else None
+    pubsubs: list[PubSub] = []
+    nodes: list[Tracker] = []
+    for name in ("a", "b", "c"):
+        ps = shared if shared is not None else make_pubsub(adapter, redis_url, prefix, name)
+        if shared is None:
+            pubsubs.append(ps)
+        await ps.start()
+        nodes.append(Tracker(ps, "churn", node_name=name, **options))
+    for t in nodes:
+        await t.start()
+    if shared is not None:
+        await shared.start()
+    topic = "room:churn"
+    rng = random.Random(14)
+    truth: dict[str, tuple[Tracker, str]] = {}  # owner -> (node, key)
+    serial = 0
+
+    def join() -> None:
+        nonlocal serial
+        serial += 1
+        owner = f"o{serial}"
+        node = nodes[serial % 3]
+        node.track_nowait(owner, topic, f"user-{rng.randrange(members)}", {"s": serial})
+        truth[owner] = (node, f"user-{serial}")
+
+    try:
+        for _ in range(members):
+            join()
+        await eventually(
+            lambda: all(t.count(topic) == members for t in nodes), 300, "the nodes converge"
+        )
+        owners = list(truth)
+        tick = 0.01
+        per_tick = max(1, round(rate * tick / 2))
+        changes = 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        while time.perf_counter() - wall0 < seconds:
+            for _ in range(per_tick):
+                join()
+                owners.append(f"o{serial}")
+                index = rng.randrange(len(owners))
+                owners[index], owners[-1] = owners[-1], owners[index]
+                gone = owners.pop()
+                node, _key = truth.pop(gone)
+                node.untrack_nowait(gone)
+                changes += 2
+            await asyncio.sleep(tick)
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        want = sorted(int(owner[1:]) for owner in truth)
+
+        def agree() -> bool:
+            return all(sorted(m["s"] for _, m in t.list(topic)) == want for t in nodes)
+
+        t0 = time.perf_counter()
+        try:
+            await eventually(agree, 120, "every node lists exactly the truth")
+            same = True
+        except TimeoutError:
+            same = False
+        converge = time.perf_counter() - t0
+    finally:
+        for t in nodes:
+            await t.stop()
+        for ps in pubsubs:
+            await ps.stop()
+    return {
+        "adapter": adapter,
+        "members": members,
+        "changes_per_s": changes / wall,
+        "seconds": wall,
+        "cpu_us_per_change": cpu / max(changes, 1) * 1e6,
+        "cpu_share": cpu / wall,
+        "converged_after_s": converge,
+        "lists_equal": same,
+    }
+
+
+def print_big(tracks: list[dict[str, Any]], traffic: list[dict[str, Any]]) -> None:
+    print("\n## big rooms: one track in a room of M members (best of 3 rounds of 1,000)")
+    base = tracks[0]["track_cpu_us"]
+    for r in tracks:
+        ratio = r["track_cpu_us"] / base
+        print(f"M={r['members']:>9,}  track CPU {r['track_cpu_us']:6.1f} µs  x{ratio:.2f}")
+    print("\n## big rooms: presence_diff traffic per member while the room churns")
+    for r in traffic:
+        label = "unbatched" if not r["interval_s"] else f"diff_interval {r['interval_s']:g} s"
+        print(
+            f"{label:>20}  {r['changes_per_s']:7,.0f} changes/s  "
+            f"{r['frames_per_member_per_s']:8,.1f} frames/s/member  "
+            f"{r['bytes_per_member_per_s'] / 1024:8,.1f} KiB/s/member  "
+            f"(a room of {r['members']:,}: {r['frames_per_s_whole_room']:,.0f} frames/s)"
+        )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -438,7 +630,47 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="failure runs (median shown)")
     parser.add_argument("--json", help="write the raw figures here")
+    parser.add_argument("--big", action="store_true", help="only the big-room figures (5.)")
+    parser.add_argument("--big-sizes", default="1000,100000", help="room sizes for track CPU")
+    parser.add_argument("--churn", type=int, default=2000, help="changes a second (big rooms)")
+    parser.add_argument("--churn-seconds", type=float, default=5.0)
+    parser.add_argument("--churn-members", type=int, default=10_000)
+    parser.add_argument("--intervals", default="0,0.5,1", help="diff_interval values to compare")
+    parser.add_argument("--big-churn", action="store_true", help="3 nodes under churn (5.)")
     args = parser.parse_args(argv)
+    if args.big_churn:
+        adapters = [a for a in args.adapters.split(",") if a]
+        if "redis" in adapters and not redis_answers(args.redis):
+            adapters.remove("redis")
+        print("\n## three nodes under churn: lists checked against the driver's truth")
+        rows = []
+        for a in adapters:
+            r = await bench_churn_nodes(
+                args.churn_members, args.churn, args.churn_seconds, a, args.redis
+            )
+            rows.append(r)
+            print(
+                f"{a:>6}  {r['members']:,} presences, {r['changes_per_s']:,.0f} changes/s for "
+                f"{r['seconds']:.0f} s: {r['cpu_us_per_change']:.1f} µs CPU per change (all "
+                f"three nodes), {r['cpu_share']:.0%} of a core; nodes agree "
+                f"{r['converged_after_s']:.2f} s after; lists equal to the truth: "
+                f"{r['lists_equal']}"
+            )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"churn_nodes": rows}, f, indent=1)
+        return 0 if all(r["lists_equal"] for r in rows) else 1
+    if args.big:
+        tracks = [await bench_track_in_room(int(m)) for m in args.big_sizes.split(",")]
+        traffic = [
+            await bench_diff_traffic(args.churn_members, args.churn, args.churn_seconds, float(i))
+            for i in args.intervals.split(",")
+        ]
+        print_big(tracks, traffic)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"track_in_room": tracks, "diff_traffic": traffic}, f, indent=1)
+        return 0
     adapters = [a for a in args.adapters.split(",") if a]
     if "redis" in adapters and not redis_answers(args.redis):
         print(f"Redis does not answer at {args.redis}: local adapter only", file=sys.stderr)

@@ -9,6 +9,11 @@ in the same run.
 
     .venv/bin/python -m benchmarks.run --servers floor,uvicorn-starlette --n 1000,5000
 
+Observability: ``--servers ours,ours-telemetry,ours-prometheus`` compares the
+fast path with nothing listening, with a no-op handler on every telemetry
+event, with Prometheus metrics on (goal: 1.10x of ``ours``), and with the
+dashboard on and watched (``ours-dashboard``; add it to ``--servers``).
+
 Phases: warm-up connection; control connection; baseline RSS; connect+join N
 connections (server CPU / N); RSS after ~1 s idle ((RSS - baseline) / N);
 broadcasts (server CPU / deliveries, deliveries/s); sequential echo pushes
@@ -49,6 +54,9 @@ def server_command(name: str, python: str, port: int) -> list[str]:
         return [python, "benchmarks/floor_server.py", *where]
     if name == "ours":
         return [python, "-m", "phoenix_channels", "serve", "benchmarks.bench_app:endpoint", *where]
+    if name in ("ours-telemetry", "ours-prometheus", "ours-dashboard"):
+        app = f"benchmarks.bench_app:endpoint_{name.removeprefix('ours-')}"
+        return [python, "-m", "phoenix_channels", "serve", app, *where]
     if name == "ours-asgi":
         return [python, "-m", "uvicorn", "benchmarks.bench_app:endpoint", *where, *UVICORN_FLAGS]
     if name == "ours-uvicorn-cli":  # the user's own uvicorn command with the one setting
@@ -61,7 +69,16 @@ def server_command(name: str, python: str, port: int) -> list[str]:
     raise ValueError(f"unknown server {name!r}")
 
 
-SERVERS = ("floor", "ours", "ours-uvicorn-cli", "ours-asgi", "uvicorn-starlette")
+SERVERS = (
+    "floor",
+    "ours",
+    "ours-uvicorn-cli",
+    "ours-asgi",
+    "uvicorn-starlette",
+    "ours-telemetry",
+    "ours-prometheus",
+    "ours-dashboard",
+)
 
 
 class RunFailed(Exception):
@@ -389,7 +406,37 @@ def table(n: int, results: list[Result], opts: Options) -> str:
     for r in results:
         if r.server.startswith("ours") and r.error is None and floor is not None:
             lines.append(goals(r, floor))
+    ours = next((r for r in results if r.server == "ours" and r.error is None), None)
+    for r in results:
+        if r.server in OBSERVED and r.error is None and ours is not None:
+            lines.append(observed_goals(r, ours, OBSERVED[r.server]))
     return "\n".join(lines)
+
+
+# Observability variants against plain "ours", measured in the same run: the
+# goal ratio of CPU per delivered message and per connect+join.
+# (None: reported, no goal). "Nothing listening" is ``ours`` itself: its 1.03x
+# goal is against the release before telemetry, compared across runs.
+OBSERVED: dict[str, float | None] = {
+    "ours-telemetry": None,
+    "ours-prometheus": 1.10,
+    "ours-dashboard": None,
+}
+
+
+def observed_goals(r: Result, ours: Result, limit: float | None) -> str:
+    checks = [
+        ("CPU/delivered", r.broadcast_cpu_us / ours.broadcast_cpu_us),
+        ("connect+join", r.connect_cpu_us / ours.connect_cpu_us),
+    ]
+    if limit is None:
+        parts = [f"{name} {value:.3f}x ours" for name, value in checks]
+        return f"  {r.server}: " + "; ".join(parts)
+    parts = [
+        f"{name} <= {limit:.2f}x ours: {'PASS' if value <= limit else 'FAIL'} ({value:.3f}x)"
+        for name, value in checks
+    ]
+    return f"  goals for {r.server}: " + "; ".join(parts)
 
 
 def goals(r: Result, floor: Result) -> str:

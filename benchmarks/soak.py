@@ -66,8 +66,9 @@ async def _session(url: str, worker: int, rng: random.Random, tally: Tally) -> N
     try:
         for topic in rng.sample(TOPICS, rng.randint(1, 3)):
             ref += 1
-            await ws.send(json.dumps([str(ref), str(ref), topic, "phx_join",
-                                      {"user": f"user{worker}"}]))
+            await ws.send(
+                json.dumps([str(ref), str(ref), topic, "phx_join", {"user": f"user{worker}"}])
+            )
             if (await _reply(ws, str(ref)))["status"] != "ok":
                 raise RuntimeError(f"join of {topic} refused")
             joined[topic] = str(ref)
@@ -145,11 +146,14 @@ def leaks(now: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     return found
 
 
-async def soak(seconds: float, workers: int, fast: bool = True,
-               warmup: float | None = None) -> dict[str, Any]:
+async def soak(
+    seconds: float, workers: int, fast: bool = True, warmup: float | None = None
+) -> dict[str, Any]:
     """Warm up, take the baseline, churn for ``seconds``, settle; the figures."""
-    async with ServerProcess(APP, fast=fast) as server, \
-            websockets.connect(server.url, ping_interval=None) as monitor:
+    async with (
+        ServerProcess(APP, fast=fast) as server,
+        websockets.connect(server.url, ping_interval=None) as monitor,
+    ):
         await monitor.send(json.dumps(["1", "1", MONITOR, "phx_join", {}]))
         await _reply(monitor, "1")
         warm = await churn(server.url, warmup if warmup is not None else seconds / 4, workers)

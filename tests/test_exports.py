@@ -6,6 +6,7 @@ EXPECTED = {
     "PhoenixChannelsError", "PubSub", "RemoteError", "Reply", "Socket", "SocketRef", "Stop",
     "Subscription", "UsageError", "WebSocketError", "__version__", "reply", "stop",
     "ExpiredToken", "InvalidToken", "MissingToken", "TokenError", "token",
+    "telemetry",
     "RawSocket",
     "LongPoll",
     "Presence", "Tracker", "AlreadyTrackedError", "NotTrackedError",

@@ -5,7 +5,7 @@ talks to these servers unchanged. Start with :class:`Channel`,
 :class:`Socket` and :class:`Endpoint`; see the README for a tour.
 """
 
-from . import token
+from . import telemetry, token
 from .channel import Channel, ChannelReply, SocketRef, Stop, reply, stop
 from .endpoint import Endpoint
 from .errors import (
@@ -74,5 +74,6 @@ __all__ = [
     "on",
     "reply",
     "stop",
+    "telemetry",
     "token",
 ]

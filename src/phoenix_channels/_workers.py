@@ -89,11 +89,13 @@ def serve_workers(
     port: int,
     log_level: str,
     grace: float,
+    on_exit: Callable[[int], None] | None = None,
     app_dir: str = ".",
 ) -> int:
     """Run ``workers`` processes serving ``spec`` on ``host:port`` until stopped; exit status.
 
     ``grace``: how long the workers get to drain after SIGTERM before they are killed.
+    ``on_exit(pid)`` is called once for each worker that ended (metrics clean up after it).
     """
     if not sys.platform.startswith("linux"):
         log.warning(
@@ -174,6 +176,8 @@ def serve_workers(
                     alive += 1
                     continue
                 slot.process = None
+                if on_exit is not None:
+                    on_exit(proc.pid)
                 if stopping:
                     continue
                 lived = now - slot.started

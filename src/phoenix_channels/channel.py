@@ -27,13 +27,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import _contracts, typed
+from . import _contracts, telemetry, typed
 from ._awaitable import DONE, Done, must_await
 from ._mailbox import CLOSE, IN, INFO, JOIN, LEAVE, OUT, STOP, Mailbox
 from .errors import JoinError, NotJoinedError, UsageError
 from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
 from .protocol.checks import check_payload as check_payload  # its old home
+from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_PUSH
 
 if TYPE_CHECKING:
     from .transports.base import FrameEncoder, Transport
@@ -274,6 +275,10 @@ class Channel(Mailbox):
         self._check_joined("push")
         sock = self.socket
         sock._send(sock._encoder.push(self.join_ref, None, self.topic, event, payload))
+        if CHANNEL_PUSH.on:
+            CHANNEL_PUSH.emit(
+                {}, {"socket": sock, "channel": self, "topic": self.topic, "event": event}
+            )
         return DONE
 
     @must_await
@@ -355,18 +360,14 @@ class Channel(Mailbox):
 
     async def _dispatch(self, kind: str, value: Any) -> None:
         if kind == IN:
-            msg: Message = value
-            self._ref = msg.ref
-            try:
-                if self._typed is None:
-                    result = await self.handle_in(msg.event, msg.payload)
-                else:
-                    result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
-            except typed.InvalidPayload as exc:
-                result = reply("error", {"reason": "invalid_payload", "errors": exc.errors})
-            finally:
-                self._ref = None
-            await self._outcome(result, msg.ref, "handle_in")
+            if CHANNEL_HANDLE_IN.on:
+                start, result = telemetry.now(), telemetry.CRASHED
+                try:
+                    result = await self._handle_in(value)
+                finally:
+                    telemetry.handle_in_done(self, value, result, start)
+            else:
+                await self._handle_in(value)
         elif kind == OUT:
             await self._outcome(
                 await self.handle_out(value.event, value.payload), None, "handle_out"
@@ -374,7 +375,11 @@ class Channel(Mailbox):
         elif kind == INFO:
             await self._outcome(await self.handle_info(value), None, "handle_info")
         elif kind == JOIN:
-            await self._join(value)
+            if CHANNEL_JOIN.on:
+                start = telemetry.now()
+                telemetry.join_done(self, value, await self._join(value), start)
+            else:
+                await self._join(value)
         elif kind == LEAVE:
             self.socket._send(
                 self.socket._encoder.reply(self.join_ref, value.ref, self.topic, "ok", {})
@@ -384,6 +389,20 @@ class Channel(Mailbox):
             await self._stop(value)
         elif kind == CLOSE:
             await self._finish(value)
+
+    async def _handle_in(self, msg: Message) -> Any:
+        self._ref = msg.ref
+        try:
+            if self._typed is None:
+                result = await self.handle_in(msg.event, msg.payload)
+            else:
+                result = await typed.dispatch(self, self._typed, msg.event, msg.payload)
+        except typed.InvalidPayload as exc:
+            result = reply("error", {"reason": "invalid_payload", "errors": exc.errors})
+        finally:
+            self._ref = None
+        await self._outcome(result, msg.ref, "handle_in")
+        return result
 
     async def _outcome(self, result: Any, ref: Ref, callback: str) -> None:
         if result is None:
@@ -411,7 +430,8 @@ class Channel(Mailbox):
             sock._encoder.reply(self.join_ref, ref, self.topic, value.status, value.response)
         )
 
-    async def _join(self, msg: Message) -> None:
+    async def _join(self, msg: Message) -> str:
+        """Run join and answer it; returns "ok", "error" (JoinError) or "crash"."""
         sock = self.socket
         try:
             response = _contracts.check_join_response(
@@ -421,7 +441,7 @@ class Channel(Mailbox):
             self._state = _TERMINATING
             sock._join_done(self, msg, "error", exc.response)
             await self._finish("shutdown")
-            return
+            return "error"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -430,13 +450,15 @@ class Channel(Mailbox):
                 self.observer.join_crashed(self, exc)
             self._shutdown()
             sock._join_done(self, msg, "error", {"reason": "join crashed"})
-            return
+            return "crash"
         # A cluster adapter subscribes this topic on its engine first, so the
         # client gets every broadcast sent after the join reply, from any node.
         await sock.endpoint.pubsub.prepare(msg.topic)
         self._state = _JOINED
         if not sock._join_done(self, msg, "ok", response):
             self._shutdown()
+            return "crash"
+        return "ok"
 
     async def _stop(self, reason: Any) -> None:
         graceful = is_graceful(reason)

@@ -215,8 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         parser.exit(2, f"phoenix-channels: error: {problem}\n")
     if args.workers > 1:
-        raise SystemExit(
-            serve_workers(
+        metrics_dir = None
+        if getattr(endpoint, "metrics", None) is not None:
+            from .metrics import MultiprocessDir
+
+            metrics_dir = MultiprocessDir()  # the workers' values, summed at each scrape
+        try:
+            status = serve_workers(
                 args.endpoint,
                 args.workers,
                 args.host,
@@ -224,8 +229,12 @@ def main(argv: list[str] | None = None) -> None:
                 args.log_level,
                 grace=endpoint.drain_timeout + 10,
                 app_dir=os.path.abspath(args.app_dir),
+                on_exit=metrics_dir.worker_exited if metrics_dir is not None else None,
             )
-        )
+        finally:
+            if metrics_dir is not None:
+                metrics_dir.close()
+        raise SystemExit(status)
     serve(endpoint, args.host, args.port, args.log_level, reuse_port=args.reuse_port, app=app)
 
 

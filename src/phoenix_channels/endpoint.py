@@ -26,7 +26,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Hashable, MutableMapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import handshake as _handshake
 from ._asgi_types import ASGIApp, ASGIReceive, ASGISend, Scope
@@ -43,8 +43,12 @@ from .pubsub import PubSub
 from .raw import RawSocket
 from .registry import Connection, ConnectionRegistry
 from .socket import Socket
+from .telemetry import ENDPOINT_DRAIN, SOCKET_CONNECT, connect_done, now
 from .transports.asgi import serve_asgi_websocket
 from .transports.longpoll import LongPoll, LongPollSession, longpoll_options, serve_longpoll
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 SocketClass = type[Socket] | type[RawSocket]
 
@@ -87,6 +91,12 @@ class Endpoint:
     * ``drain_batch_size``, ``drain_interval``, ``drain_timeout``: how shutdown
       closes connections (code 1012): in batches, a pause between batches,
       and a bound on the whole drain.
+    * ``metrics_path``: serve Prometheus metrics at this path, e.g.
+      ``"/metrics"`` (off: ``None``; needs ``phoenix-channels[prometheus]``;
+      see docs/telemetry.md). ``endpoint.metrics`` is the
+      :class:`~phoenix_channels.metrics.PrometheusMetrics`.
+    * ``dashboard``: a :class:`~phoenix_channels.dashboard.Dashboard` (off:
+      ``None``): the live dashboard page, behind the guard it is given.
     """
 
     def __init__(
@@ -105,6 +115,8 @@ class Endpoint:
         drain_batch_size: int = 10_000,
         drain_interval: float = 2.0,
         drain_timeout: float = 30.0,
+        metrics_path: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         if not sockets:
             raise ConfigurationError(
@@ -169,6 +181,15 @@ class Endpoint:
         self._sweeper: asyncio.Task[None] | None = None
         self._inner_lifespan: _Lifespan | None = None
         self._services: list[Service] = []
+        self.metrics_path = metrics_path
+        self.metrics: Any = None
+        if metrics_path is not None:
+            from .metrics import install
+
+            self.metrics = install(self, metrics_path)
+        self.dashboard = dashboard
+        if dashboard is not None:
+            self._websocket_paths[dashboard.path + "/live/websocket"] = dashboard.bind(self)
 
     def add_service(self, service: Service) -> None:
         """Run ``service.start()`` when the endpoint starts (after PubSub), and
@@ -255,6 +276,7 @@ class Endpoint:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        started, count = now(), len(self.connections)
         deadline = loop.time() + self.drain_timeout
         while self.registry.connections and loop.time() < deadline:
             for conn in self.registry.take(self.drain_batch_size):
@@ -264,6 +286,11 @@ class Endpoint:
         # Let channel tasks run their terminate callbacks.
         for _ in range(3):
             await asyncio.sleep(0)
+        if ENDPOINT_DRAIN.on:
+            ENDPOINT_DRAIN.emit(
+                {"duration": now() - started, "connections": count - len(self.connections)},
+                {"endpoint": self},
+            )
 
     # -- the handshake ---------------------------------------------------------------------
 
@@ -286,7 +313,8 @@ class Endpoint:
         """Decide whether a connection request becomes a socket (:mod:`.handshake`)."""
         if method == "GET" and not self._started:  # mounted in an app whose lifespan skips us
             await self.start()
-        return await _handshake.handshake(
+        start = now() if SOCKET_CONNECT.on else 0.0
+        outcome = await _handshake.handshake(
             self,
             socket_cls,
             method=method,
@@ -297,6 +325,9 @@ class Endpoint:
             peer=peer,
             websocket=websocket,
         )
+        if start:
+            connect_done(self, socket_cls, path, headers, websocket, outcome, start)
+        return outcome
 
     # -- ASGI ------------------------------------------------------------------------------
 
@@ -313,6 +344,12 @@ class Endpoint:
             return
         elif kind == "http" and (longpoll := self._longpoll_paths.get(path.rstrip("/"))):
             await serve_longpoll(self, longpoll[0], longpoll[1], scope, receive, send)
+            return
+        elif kind == "http" and self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard.serve(scope, receive, send)
+            return
+        elif kind == "http" and path == self.metrics_path and self.metrics is not None:
+            await self.metrics.serve(scope, receive, send)
             return
         elif kind == "http" and path.rstrip("/") in self._websocket_paths:
             await _plain_response(send, 400, b"'connection' header must contain 'upgrade'")

@@ -30,6 +30,7 @@ from .errors import ConfigurationError
 from .interfaces import EndpointAPI
 from .protocol import RAW, Serializer
 from .protocol.close_codes import CloseCode
+from .telemetry import SOCKET_CLOSE, SOCKET_OPEN, socket_closed, socket_opened
 
 if TYPE_CHECKING:
     from .transports.base import Transport
@@ -145,6 +146,8 @@ class RawSocket(Mailbox):
         self.endpoint.registry.socket_opened(
             sid, self._client, None if sid is None else self._on_id_message
         )
+        if SOCKET_OPEN.on:
+            socket_opened(self)
 
     def _unregister(self) -> None:
         address, self._client = self._client, None
@@ -152,6 +155,8 @@ class RawSocket(Mailbox):
         self.endpoint.registry.socket_closed(
             sid, address, None if sid is None else self._on_id_message
         )
+        if SOCKET_CLOSE.on:
+            socket_closed(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         if self._state == _OPEN:

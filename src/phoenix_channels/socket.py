@@ -25,6 +25,18 @@ from .protocol import PHX_CLOSE, PHX_ERROR, Broadcast, Message, Ref, Serializer,
 from .protocol.close_codes import CloseCode
 from .protocol.router import Router
 from .protocol.topic_table import Action, Entry, EntryState, TopicTable
+from .telemetry import (
+    SOCKET_CLOSE,
+    SOCKET_LIMIT,
+    SOCKET_OPEN,
+    SOCKET_RECEIVE,
+    SOCKET_SEND,
+    limit_hit,
+    receive_event,
+    size_of,
+    socket_closed,
+    socket_opened,
+)
 
 if TYPE_CHECKING:
     from .transports.base import FrameEncoder, Transport
@@ -183,9 +195,13 @@ class Socket:
         self.endpoint.registry.socket_opened(
             sid, self._client, None if sid is None else self._on_id_message
         )
+        if SOCKET_OPEN.on:
+            socket_opened(self)
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
+        if SOCKET_RECEIVE.on:
+            receive_event(self, data, binary)
         try:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
@@ -238,6 +254,8 @@ class Socket:
         self.endpoint.registry.socket_closed(
             sid, address, None if sid is None else self._on_id_message
         )
+        if SOCKET_CLOSE.on:
+            socket_closed(self)
         self._pending = None
         self._joining = None  # a join in progress has its entry below
         for entry in list(self._table.entries.values()):
@@ -275,13 +293,18 @@ class Socket:
         elif action is Action.LEAVE:
             decision.entry.channel._enqueue(LEAVE, msg)  # type: ignore[union-attr]
         elif action is Action.UNMATCHED:
-            if msg.event == "phx_join":
-                log.warning("ignoring unmatched topic %r", msg.topic)
+            if msg.event == "phx_join" and _first_time(self, "unmatched"):
+                log.warning("ignoring unmatched topic %r (logged once per connection)", msg.topic)
             self._send(encoder.reply(None, msg.ref, msg.topic, "error", _UNMATCHED))
         elif action is Action.LEAVE_UNJOINED:
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "ok", {}))
         elif action is Action.TOO_MANY:
-            log.error("%r refused: %d channels already joined", msg.topic, self.max_channels)
+            if _first_time(self, "too_many"):
+                log.error(
+                    "%r refused: %d channels already joined (logged once per connection)",
+                    msg.topic,
+                    self.max_channels,
+                )
             self._send(encoder.reply(msg.join_ref, msg.ref, msg.topic, "error", _TOO_MANY))
         # Action.STALE: a message for an earlier join of the topic; dropped without reply.
 
@@ -325,7 +348,7 @@ class Socket:
             if status == "ok" and encoded:
                 entry.advance("joined")
                 self.endpoint.pubsub.subscribe_fastlane(
-                    msg.topic, channel, self._send, encoder, channel._intercepts
+                    msg.topic, channel, self._deliver, encoder, channel._intercepts
                 )
             else:
                 self._table.remove(entry)
@@ -357,6 +380,8 @@ class Socket:
     def _refuse(self, msg: Message, response: dict[str, str], why: str, limit: int) -> None:
         """Answer a message refused by a limit with an error reply; log once per burst."""
         self.limited += 1
+        if SOCKET_LIMIT.on:
+            limit_hit(self, "rate" if response is _RATE_LIMITED else "depth", False)
         if self.limited == 1 or self.limited % 1000 == 0:
             log.warning("refused %d message(s) from %r: " + why, self.limited, self, limit)
         if self.transport is not None:
@@ -368,6 +393,16 @@ class Socket:
         transport = self.transport
         if transport is not None:
             transport.send(item)
+            if SOCKET_SEND.on:
+                SOCKET_SEND.emit(
+                    {"bytes": size_of(item)}, {"socket": self, "transport": transport.name}
+                )
+
+    def _deliver(self, frame: Any) -> None:
+        """A broadcast's ready frame (the fast lane; telemetry counts it per broadcast)."""
+        transport = self.transport
+        if transport is not None:
+            transport.send(frame)
 
     def _on_id_message(self, message: Any) -> None:
         if type(message) is Broadcast and message.event == "disconnect":
@@ -376,6 +411,16 @@ class Socket:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} id={self._id!r} channels={self.channel_count} {state}>"
+
+
+def _first_time(sock: Socket, what: str) -> bool:
+    """Whether ``what`` is logged for the first time on this connection: a client that
+    repeats a mistake gets one log line, not one per message."""
+    logged: set[str] = sock.__dict__.setdefault("_logged", set())
+    if what in logged:
+        return False
+    logged.add(what)
+    return True
 
 
 def _nested_deeper(value: Any, limit: int) -> bool:

@@ -60,5 +60,5 @@ endpoint = Endpoint(
     app=web,
     pubsub=_pubsub(),
     check_origin=False,
-    secret_key_base="the-same-secret-on-every-worker-0123456789",  # several workers: one secret
+    secret_key_base="fastpath-test-" + "s" * 40,  # one secret for every worker
 )

@@ -124,7 +124,7 @@ async def test_the_message_is_the_one_endpoint_broadcast_sends(engine: str) -> N
     endpoint_side = (
         PubSub.redis(url, prefix=prefix) if engine == "redis" else PubSub.nats(url, prefix=prefix)
     )
-    endpoint = Endpoint(sockets={"/socket": Socket}, pubsub=endpoint_side, secret_key_base="s" * 32)
+    endpoint = Endpoint(sockets={"/socket": Socket}, pubsub=endpoint_side, secret_key_base="p" * 48)
     await endpoint.start()
     try:
         await endpoint.broadcast("room:same", "news", {"a": [1, 2]})

@@ -7,6 +7,7 @@ Started as ``python -m phoenix_channels serve tests.cluster.app:endpoint --port 
     PHX_CLUSTER_URL      the engine's URL
     PHX_CLUSTER_PREFIX   the channel/subject prefix (unique per test run: no cross-talk)
     PHX_CLUSTER_SHARDS   optional: hash topics onto this many engine channels
+    PHX_CLUSTER_METRICS  optional: non-empty serves Prometheus metrics at /metrics
     PHX_CLUSTER_NO_SECRET  1: no secret_key_base (to test that a cluster refuses to start)
 
 Topics ``room:*``. The join reply says which node and process answered
@@ -96,5 +97,6 @@ endpoint = Endpoint(
     pubsub=_pubsub(),
     check_origin=False,
     drain_timeout=5.0,
+    metrics_path="/metrics" if os.environ.get("PHX_CLUSTER_METRICS") else None,
     secret_key_base=SECRET,
 )

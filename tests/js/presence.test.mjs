@@ -247,3 +247,57 @@ test("a node killed with SIGKILL: its presences leave everywhere, its clients co
     assert.equal(now.u3.length, 2);
     assert.deepEqual(devicesOf(one, "u3"), ["phone", "tablet"]);
   });
+
+test("batched diffs (diff_interval): every helper equals the server's list after churn", async () => {
+  const server = await startNode({ PHX_PRESENCE_DIFF_INTERVAL: "0.3" });
+  const t = topic("batched");
+  const watchers = [await member(server, t, "w1", "web"), await member(server, t, "w2", "web")];
+  const diffs = watchers.map(() => 0);
+  watchers.forEach((w, i) => w.channel.on("presence_diff", () => { diffs[i] += 1; }));
+  // Churn: 40 clients join (some keys twice), a third update, half leave or disconnect,
+  // while a late watcher joins in the middle (its state is taken mid-interval).
+  const churners = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => member(server, t, `c${i % 25}`, `d${i}`)),
+  );
+  const late = await member(server, t, "late", "web");
+  await Promise.all(churners.filter((_, i) => i % 3 === 0).map((m) => pushAsync(m.channel, "status", { status: "away" })));
+  await Promise.all(churners.filter((_, i) => i % 2 === 0).map((m, j) =>
+    j % 2 ? outcome(m.channel.leave(), `${m.user}/${m.device} leaves`) : Promise.resolve(m.client.socket.disconnect())));
+  const everyone = [...watchers, late, ...churners.filter((_, i) => i % 2 === 1)];
+  const now = await settled(everyone, [watchers[0]], WAIT_MS * 4, "(after the churn)");
+  assert.equal(Object.values(now).reduce((n, refs) => n + refs.length, 0), 2 + 1 + 20);
+  // 40 joins + 14 updates + 20 leaves + late's join: batched into a few diffs.
+  const changes = 40 + 14 + 20 + 1;
+  for (const n of diffs) assert.ok(n < changes / 2, `a watcher got ${n} presence_diff for ${changes} changes`);
+});
+
+test("count mode: members get presence_count, never a list or a diff", async () => {
+  const server = await startNode();
+  const t = topic("count");
+  const fans = [];
+  const seen = [];
+  for (let i = 0; i < 6; i++) {
+    const client = await clients.open(server);
+    const channel = client.socket.channel(t, { user: `fan${i}`, device: "web" });
+    const log = new EventLog(`fan${i} counts`);
+    for (const event of ["presence_count", "presence_state", "presence_diff"]) {
+      channel.on(event, (payload) => log.push({ event, payload }));
+    }
+    const joined = await outcome(channel.join(), `fan${i} joins ${t}`);
+    assert.equal(joined.status, "ok");
+    await log.waitFor((e) => e.event === "presence_count", `fan${i} gets a count after its join`);
+    fans.push({ client, channel, log });
+    seen.push(log);
+  }
+  const mark = fans[0].log.entries.length;
+  await outcome(fans[5].channel.leave(), "fan5 leaves");
+  fans[4].client.socket.disconnect();
+  const { response } = await pushAsync(fans[0].channel, "count", {});
+  assert.equal(response.count, 4);
+  const log0 = fans[0].log;
+  await log0.waitFor((e) => e.event === "presence_count" && e.payload.count === 4 && log0.entries.indexOf(e) >= mark,
+    "fan0 hears the count drop to 4");
+  for (const log of seen.slice(0, 4)) {
+    assert.ok(log.entries.every((e) => e.event === "presence_count"), JSON.stringify(log.entries));
+  }
+});

@@ -12,8 +12,10 @@ and configured by the environment:
     PHX_PRESENCE_NODE              this node's name (unique in the cluster)
     PHX_PRESENCE_BROADCAST_PERIOD  tracker heartbeat, seconds (default 1.5)
     PHX_PRESENCE_DOWN_PERIOD       silence before a node is down, seconds (default 30)
+    PHX_PRESENCE_DIFF_INTERVAL     batch presence_diff over this many seconds (default 0: none)
 
-Topics ``room:*``; join params ``{"user": ..., "device": ...}``. After the
+Topics ``room:*`` (``room:count-*`` are in count mode: ``presence_count``
+instead of ``presence_state`` and diffs); join params ``{"user": ..., "device": ...}``. After the
 join the channel tracks ``user`` with ``{"device", "node"}`` and pushes
 ``presence_state``, as Phoenix apps do. Events:
 
@@ -54,11 +56,13 @@ class RoomChannel(Channel):
     async def handle_info(self, message: Any) -> None:
         _, device = message
         await presence.track(self, self.user, {"device": device, "node": NODE})
-        await self.push("presence_state", await presence.list(self.topic))
+        await presence.push_state(self)  # presence_state (presence_count in count mode)
 
     async def handle_in(self, event: str, payload: Any) -> Any:
         if event == "list":
             return reply("ok", {"presences": await presence.list(self.topic), "node": NODE})
+        if event == "count":
+            return reply("ok", {"count": await presence.count(self.topic)})
         if event == "status":
             status = payload["status"]
             ref = await presence.update(self, self.user, lambda meta: {**meta, "status": status})
@@ -73,10 +77,15 @@ class UserSocket(Socket):
     channels = {"room:*": RoomChannel}
 
 
+class RoomPresence(Presence):
+    def counts_only(self, topic: str) -> bool:
+        return topic.startswith("room:count-")
+
+
 endpoint = Endpoint(
     sockets={"/socket": UserSocket}, pubsub=_pubsub(), secret_key_base="presence-test-" + "s" * 30
 )
-presence = Presence(
+presence = RoomPresence(
     endpoint,
     broadcast_period=float(os.environ.get("PHX_PRESENCE_BROADCAST_PERIOD", "1.5")),
     down_period=(
@@ -84,4 +93,5 @@ presence = Presence(
         if "PHX_PRESENCE_DOWN_PERIOD" in os.environ
         else None
     ),
+    diff_interval=float(os.environ.get("PHX_PRESENCE_DIFF_INTERVAL", "0")),
 )

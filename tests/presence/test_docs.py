@@ -129,3 +129,35 @@ def _forget_doc_modules() -> Any:
     yield
     for name in ("doc_presence_app", "doc_discovery"):
         sys.modules.pop(name, None)
+
+
+async def test_the_big_rooms_example(tmp_path: Path) -> None:
+    app = load(tmp_path, "big_rooms")
+    try:
+        fans = []
+        for user in ("alice", "bob"):
+            client = await connect(app.endpoint, app.UserSocket)
+            client.send("1", "1", "stadium:final", "phx_join", {"user_id": user})
+            await client.frames(2)  # the join reply and the count
+            fans.append(client)
+        frames = fans[1].transport.frames()
+        assert [f[3] for f in frames] == ["phx_reply", "presence_count"]
+        assert frames[1][4] == {"count": 2}
+        # A leave: the remaining fan gets the new count, never a list or a diff.
+        fans[1].socket.closed()
+        await eventually(
+            lambda: (
+                [f[4] for f in fans[0].transport.frames() if f[3] == "presence_count"][-1:]
+                == [{"count": 1}]
+            ),
+            "alice gets the count after bob leaves",
+        )
+        assert all(f[3] != "presence_diff" for f in fans[0].transport.frames())
+
+        member = await connect(app.endpoint, app.UserSocket)
+        member.send("1", "1", "room:1", "phx_join", {"user_id": "carol"})
+        frames = await member.frames(2)
+        assert [f[3] for f in frames] == ["phx_reply", "presence_state"]
+        assert list(frames[1][4]) == ["carol"]
+    finally:
+        await app.endpoint.stop()

@@ -350,15 +350,15 @@ def group_now(presence: Presence, topic: str) -> dict[str, Any]:
     return group(presence.tracker.list(topic))
 
 
-def test_coalescing_keeps_what_joined_and_did_not_leave() -> None:
+def test_coalescing_keeps_each_metas_last_operation() -> None:
     m1, m2, m3 = {"phx_ref": "1"}, {"phx_ref": "2"}, {"phx_ref": "3"}
     diffs = [
         Diff("t", [("a", m1)], []),
-        Diff("t", [("b", m2)], [("a", m1)]),  # a came and went
-        Diff("t", [], [("c", m3)]),  # c, known before, left
-        Diff("t", [("c", m3)], []),  # and came back (a replica up again)
+        Diff("t", [("b", m2)], [("a", m1)]),  # a came and went: still a leave, for a
+        Diff("t", [], [("c", m3)]),  # client whose presence_state came in between
+        Diff("t", [("c", m3)], []),  # c left and came back (a replica up again)
     ]
-    assert _coalesce(diffs) == ([("b", m2)], [])
+    assert _coalesce(diffs) == ([("b", m2), ("c", m3)], [("a", m1)])
     assert _coalesce([Diff("t", [], [("c", m3)])]) == ([], [("c", m3)])
 
 

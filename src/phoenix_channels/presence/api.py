@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from ..channel import Channel
 from ..errors import ConfigurationError, UsageError
+from ..telemetry import PRESENCE_DIFF, presence_diff
+from .batch import CountBroadcaster, DiffBatcher, merge_diffs
 from .shard import TrackerArgs
 from .tracker import Diff, Key, Meta, Presences, Tracker
 
@@ -75,23 +77,12 @@ def group(presences: Presences, copy: bool = False) -> Grouped:
 
 
 def _coalesce(diffs: list[Diff]) -> tuple[Presences, Presences]:
-    """Several diffs of one topic as one: what joined and did not leave, and the reverse.
+    """Several diffs of one topic as one: each meta's last operation (:func:`.batch.merge_diffs`).
 
-    A meta (named by its ``phx_ref``) alternates between joining and leaving,
-    so its net count over the diffs is -1, 0 or +1.
+    Not a net count: a meta that joined and left is sent as a leave, since a
+    client whose ``presence_state`` was taken in between has it.
     """
-    net: dict[tuple[Key, Any], list[Any]] = {}
-    for diff in diffs:
-        for key, meta in diff.joins:
-            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
-            slot[0] += 1
-            slot[2] = meta
-        for key, meta in diff.leaves:
-            slot = net.setdefault((key, meta.get("phx_ref")), [0, key, meta])
-            slot[0] -= 1
-    joins = [(key, meta) for count, key, meta in net.values() if count > 0]
-    leaves = [(key, meta) for count, key, meta in net.values() if count < 0]
-    return joins, leaves
+    return merge_diffs(diffs)
 
 
 class Presence:
@@ -104,6 +95,12 @@ class Presence:
     The tracker starts and stops with the endpoint. ``max_pending_diffs``
     bounds the diffs queued while a custom :meth:`fetch` runs: beyond it, the
     queued diffs of each topic are combined into one (at most one per topic).
+
+    Big rooms (``docs/presence.md``): ``diff_interval`` (seconds, default 0:
+    each diff at once, as Phoenix) merges a topic's diffs over the interval
+    into one ``presence_diff``; override :meth:`diff_interval_for` to choose
+    per topic. Topics for which :meth:`counts_only` is true get
+    ``presence_count`` (at most once per ``count_interval``) instead of diffs.
     """
 
     def __init__(
@@ -113,10 +110,13 @@ class Presence:
         *,
         node_name: str | None = None,
         max_pending_diffs: int = 10_000,
+        diff_interval: float = 0.0,
+        count_interval: float = 1.0,
         **options: Unpack[TrackerArgs],
     ) -> None:
         if type(max_pending_diffs) is not int or max_pending_diffs < 1:
             raise ConfigurationError("max_pending_diffs must be a positive int")
+        self._init_big_rooms(diff_interval, count_interval)
         self.max_pending_diffs = max_pending_diffs
         self.endpoint = endpoint
         self.tracker = Tracker(endpoint.pubsub, name, node_name=node_name, **options)
@@ -139,6 +139,8 @@ class Presence:
     async def stop(self) -> None:
         """Stop the tracker (the endpoint does it after draining its connections)."""
         self._stopped = True
+        self._batcher.flush_all()
+        self._counts.close()
         worker = self._worker
         if worker is not None and not worker.done():
             try:
@@ -266,7 +268,70 @@ class Presence:
 
     # -- diffs ----------------------------------------------------------------------------
 
+    # -- big rooms (presence/batch.py) -------------------------------------------------
+
+    def _init_big_rooms(self, diff_interval: float, count_interval: float) -> None:
+        for name, value in (("diff_interval", diff_interval), ("count_interval", count_interval)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if not count_interval:
+            raise ConfigurationError("count_interval must be > 0 (seconds between counts)")
+        self.diff_interval = float(diff_interval)
+        self._batcher = DiffBatcher(self._send_diff, self.diff_interval_for)
+        self._counts = CountBroadcaster(self.tracker_count, self._send_count, float(count_interval))
+
+    def diff_interval_for(self, topic: str) -> float:
+        """Seconds over which ``topic``'s diffs are merged into one (0: none merged).
+
+        The default is the ``diff_interval`` option for every topic; override it
+        to batch only big rooms, e.g. ``1.0 if topic.startswith("stadium:") else 0``.
+        """
+        return self.diff_interval
+
+    def counts_only(self, topic: str) -> bool:
+        """Whether ``topic`` is too big to list: its members get counts, not lists.
+
+        Default False. Override it (a fixed rule per topic: clients must know
+        which kind of room they are in). Such a topic gets no ``presence_diff``;
+        ``presence_count`` ``{"count": n}`` is broadcast at most once per
+        ``count_interval`` when the count changed, and :meth:`push_state`
+        pushes the count instead of ``presence_state``.
+        """
+        return False
+
+    def tracker_count(self, topic: str) -> int:
+        """Presences (metas) under ``topic``, without building a list."""
+        return self.tracker.count(topic)
+
+    async def count(self, topic: str | Channel, *, keys: bool = False) -> int:
+        """How many presences ``topic`` has: metas (one per tracked channel), in O(1);
+        with ``keys=True``, distinct keys (users), in O(presences)."""
+        name = topic.topic if isinstance(topic, Channel) else topic
+        await self._ready()
+        if keys:
+            return len({key for key, _ in self.tracker.list(name)})
+        return self.tracker.count(name)
+
+    async def push_state(self, channel: Channel) -> None:
+        """Push what a joining client needs: ``presence_state``, or ``presence_count`` for a
+        topic in count mode (:meth:`counts_only`). Call it after the join, with ``track``."""
+        if self.counts_only(channel.topic):
+            await channel.push("presence_count", {"count": self.tracker.count(channel.topic)})
+        else:
+            await channel.push("presence_state", await self.list(channel.topic))
+
+    def _send_count(self, topic: str, count: int) -> None:
+        self.endpoint.local_broadcast(topic, "presence_count", {"count": count})
+
     def _on_diff(self, diff: Diff) -> None:
+        if PRESENCE_DIFF.on:
+            presence_diff(self, diff)
+        if self.counts_only(diff.topic):
+            self._counts.changed(diff.topic)
+        elif not self._batcher.hold(diff):
+            self._send_diff(diff)
+
+    def _send_diff(self, diff: Diff) -> None:
         if not self._custom_fetch and not self._pending:
             self._broadcast(diff.topic, group(diff.joins), group(diff.leaves))
             return

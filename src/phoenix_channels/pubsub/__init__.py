@@ -27,6 +27,7 @@ from typing import Any, Protocol, Unpack
 
 from ..errors import BroadcastError, ConfigurationError
 from ..protocol.messages import Broadcast
+from ..telemetry import PUBSUB_BROADCAST, broadcast_done
 from .options import EngineArgs, NatsArgs
 
 __all__ = ["Adapter", "LocalAdapter", "PubSub", "Subscription"]
@@ -117,10 +118,24 @@ class PubSub:
         ``options``: ``node_name``, ``prefix``, ``shards``, ``timeout``,
         ``max_backoff``, ``health_interval``, declared with their defaults in
         :class:`.options.EngineOptions`.
+        A ``redis+cluster://host:port,host:port`` URL means :meth:`redis_cluster`.
         """
+        if isinstance(url, str) and url.startswith(("redis+cluster://", "rediss+cluster://")):
+            return cls.redis_cluster(url, **options)
         from .redis import RedisAdapter
 
         return cls(RedisAdapter(url, **options))
+
+    @classmethod
+    def redis_cluster(cls, seeds: str | list[str], **options: Unpack[EngineArgs]) -> PubSub:
+        """A PubSub over a Redis Cluster's sharded pub/sub (Redis 7; see docs/cluster.md).
+
+        ``seeds``: URLs of some nodes of the cluster. ``options``: those of
+        :meth:`redis`, declared in :class:`.options.EngineOptions`.
+        """
+        from .redis_cluster import RedisClusterAdapter
+
+        return cls(RedisClusterAdapter(seeds, **options))
 
     @classmethod
     def nats(cls, url: str = "nats://127.0.0.1:4222", **options: Unpack[NatsArgs]) -> PubSub:
@@ -256,7 +271,8 @@ class PubSub:
         # The fast lane: one encoding per encoder, shared by every subscriber.
         frames: dict[Any, Any] = {}
         event = message.event
-        for owner, target, encoder, intercepts in tuple(subs.values()):
+        entries = tuple(subs.values())
+        for owner, target, encoder, intercepts in entries:
             if owner is from_:
                 continue
             if encoder is None:
@@ -269,6 +285,8 @@ class PubSub:
                     frame = frames[encoder] = encoder.broadcast(message)
                 if frame is not None:  # None: this encoder cannot carry it (logged once)
                     target(frame)
+        if PUBSUB_BROADCAST.on:
+            broadcast_done(self, message, entries, from_, frames)
 
 
 class Subscription:

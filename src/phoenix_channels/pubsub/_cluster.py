@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import BroadcastError, ConfigurationError, EncodeError
+from ..telemetry import PUBSUB_LINK_DOWN, PUBSUB_LINK_UP, PUBSUB_PUBLISH, now
 from . import codec
 from .options import EngineOptions
 
@@ -417,6 +418,8 @@ class EngineAdapter:
             return
         self._down_since = time.monotonic()
         self._down_reason = reason
+        if PUBSUB_LINK_DOWN.on:
+            PUBSUB_LINK_DOWN.emit({}, {"adapter": self, "engine": self.engine, "reason": reason})
         self._failed_in_outage = 0
         self.stats.outages += 1
         what = "cannot reach" if connecting else "lost the connection to"
@@ -437,10 +440,20 @@ class EngineAdapter:
             first.set_result(None)
         if self._down_since is None:
             self.log.info("node %s connected to %s at %s", self.node_name, self.engine, self.url)
+            if PUBSUB_LINK_UP.on:
+                PUBSUB_LINK_UP.emit(
+                    {"gap": 0.0, "failed": 0},
+                    {"adapter": self, "engine": self.engine, "reconnect": False},
+                )
             return
         gap = time.monotonic() - self._down_since
         self._down_since = None
         self.stats.reconnects += 1
+        if PUBSUB_LINK_UP.on:
+            PUBSUB_LINK_UP.emit(
+                {"gap": gap, "failed": self._failed_in_outage},
+                {"adapter": self, "engine": self.engine, "reconnect": True},
+            )
         self.log.warning(
             "node %s reconnected to %s at %s after %.1f s; resubscribing %d channel(s). "
             "Lost in the gap (delivery is at most once): %d broadcast(s) from this node failed "
@@ -474,6 +487,7 @@ class EngineAdapter:
         except EncodeError as exc:
             self.stats.failed += 1
             raise BroadcastError(f"the message on {topic!r} cannot be sent: {exc}") from None
+        started = now() if PUBSUB_PUBLISH.on else 0.0
         try:
             await self._publish(channel, data)  # bounded by ``timeout`` in the subclass
         except TimeoutError:
@@ -491,6 +505,11 @@ class EngineAdapter:
                 f"{self.engine} at {self.url} refused the message on {topic!r}: {_describe(exc)}"
             ) from exc
         self.stats.published += 1
+        if started:
+            PUBSUB_PUBLISH.emit(
+                {"duration": now() - started, "bytes": len(data)},
+                {"adapter": self, "engine": self.engine, "topic": topic},
+            )
 
     def _fail(self) -> None:
         self.stats.failed += 1

@@ -21,8 +21,8 @@ URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS,
 the ``/db`` part is accepted and ignored; ``prefix`` is what keeps two
 applications on one Redis apart.
 
-Redis Cluster and Sentinel are not supported by this adapter (see
-``docs/cluster.md`` for how the channel layout maps onto sharded pub/sub).
+Redis Cluster has its own adapter, on this module's connection code
+(:mod:`.redis_cluster`); Sentinel is not supported.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from .base import FrameEncoder, SocketHandler
 
 __all__ = ["ASGIWebSocket", "serve_asgi_websocket"]
 
+from ..telemetry import SOCKET_LIMIT, limit_hit
+
 log = logging.getLogger("phoenix_channels.asgi")
 
 
@@ -88,6 +90,8 @@ class ASGIWebSocket:
             "%d bytes waiting)",
             self.max_backlog,
         )
+        if SOCKET_LIMIT.on:
+            limit_hit(self.socket, "slow_consumer", True, self.name)
         self._queue.clear()  # nothing queued will be read: free it now
         self.backlog = 0
         if self.socket is not None:

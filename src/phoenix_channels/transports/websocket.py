@@ -40,6 +40,7 @@ from ..errors import WebSocketError
 from ..handshake import Refused, TransportHost
 from ..protocol import V1, V2, Serializer
 from ..protocol.close_codes import CloseCode
+from ..telemetry import SOCKET_LIMIT, limit_hit
 from .base import FrameEncoder, SocketHandler
 from .rfc6455 import (
     OP_BINARY,
@@ -197,6 +198,8 @@ class WebSocketProtocol(asyncio.Protocol):
             "%d bytes waiting)",
             self.endpoint.max_outbound_buffer,
         )
+        if SOCKET_LIMIT.on:
+            limit_hit(self._socket, "slow_consumer", True, self.name)
         self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     # -- the Transport API -----------------------------------------------------------------

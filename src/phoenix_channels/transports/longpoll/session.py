@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import DecodeError, UsageError
 from ...protocol.close_codes import CloseCode
 from ...protocol.transitions import advance
+from ...telemetry import SOCKET_LIMIT, limit_hit
 from ..base import FrameEncoder
 from . import relay
 from .encoding import ENCODERS
@@ -121,6 +122,8 @@ class LongPollSession:
                 len(self._outbox),
             )
             sock = self.socket
+            if SOCKET_LIMIT.on:
+                limit_hit(sock, "slow_consumer", True, self.name)
             if sock is not None:
                 sock.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
             return
