@@ -212,7 +212,7 @@ class Client(asyncio.Protocol):
                 t = TRACK
                 if t.stamps is not None:
                     # Only broadcasts ([null,null,...]) count: not heartbeat replies.
-                    if data[start : start + 11] == b"[null,null,":
+                    if data.startswith(b"[null,null,", start):
                         t.stamps.append(time.time_ns())
                         self.broadcasts += 1
                         t.count += 1

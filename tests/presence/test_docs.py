@@ -144,7 +144,7 @@ async def test_the_big_rooms_example(tmp_path: Path) -> None:
         assert [f[3] for f in frames] == ["phx_reply", "presence_count"]
         assert frames[1][4] == {"count": 2}
         # A leave: the remaining fan gets the new count, never a list or a diff.
-        fans[1].socket.closed()
+        fans[1].socket.connection_lost()
         await eventually(
             lambda: (
                 [f[4] for f in fans[0].transport.frames() if f[3] == "presence_count"][-1:]
