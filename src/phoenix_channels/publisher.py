@@ -118,6 +118,7 @@ class Publisher:
             raise UsageError(
                 f"Publisher needs a URL, a PubSub or an Endpoint, got {type(target).__name__}"
             )
+        self._follow_endpoint()
         if timeout is None:
             timeout = float(getattr(self.pubsub.adapter, "timeout", 5.0)) + 1.0
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
@@ -270,11 +271,21 @@ class Publisher:
         self._starting = False
         if self._factory is not None:
             self.pubsub = self._factory()
+            self._follow_endpoint()
         elif getattr(self.pubsub, "_started", False):
             raise UsageError(
                 "this Publisher's PubSub was started before the process forked; build the "
                 "Publisher from a URL (Publisher.redis(url)), which starts afresh in each child"
             )
+
+    def _follow_endpoint(self) -> None:
+        """Give our own PubSub the endpoint's history routes (its own PubSub has them)."""
+        endpoint = self.endpoint
+        if endpoint is None or self.pubsub is endpoint.pubsub:
+            return
+        from .history.recovery import history_routes
+
+        self.pubsub.add_history_routes(history_routes(endpoint._websocket_paths.values()))
 
     def close(self) -> None:
         """Stop the private loop and the engine link (a no-op if none was started)."""

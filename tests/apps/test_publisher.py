@@ -19,6 +19,7 @@ import pytest
 from phoenix_channels import (
     Broadcast,
     BroadcastError,
+    Channel,
     EncodeError,
     Endpoint,
     PubSub,
@@ -222,3 +223,24 @@ def test_misuse_and_engine_failures_are_clear_errors() -> None:
         publisher.publish("room:x", "e", {})
     with pytest.raises(EncodeError, match="dict or bytes"):
         Publisher.redis().publish("room:x", "e", object())
+
+
+def test_a_url_publisher_given_the_endpoint_follows_its_history_routes() -> None:
+    from phoenix_channels.history import History
+
+    class Kept(Channel):
+        history = History(size=10, ttl=None)
+
+        async def join(self, topic: str, payload: Any) -> Any:
+            return None
+
+    class HistorySocket(Socket):
+        channels = {"kept:*": Kept}
+
+    endpoint = Endpoint(sockets={"/socket": HistorySocket})
+    url = shared_url("redis")
+    with Publisher(url, prefix=unique_prefix(), endpoint=endpoint) as publisher:
+        assert publisher.pubsub.history_policy("kept:1") == Kept.history
+        assert publisher.pubsub.history_policy("room:1") is None
+    plain = Publisher(url, prefix=unique_prefix())
+    assert plain.pubsub.history_policy("kept:1") is None
