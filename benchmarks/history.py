@@ -197,11 +197,14 @@ async def phase_reconnect(opts: argparse.Namespace, logs: Path) -> None:
                 )
 
             for peer in peers:
+                peer.expect = 0
+            await asyncio.gather(*(join(p, 1) for p in peers))
+            for peer in peers:
                 peer.expect = 1
-            joined = [asyncio.create_task(join(p, 1)) for p in peers]
-            await asyncio.sleep(0.2)
-            await pub.shout()  # every client's position is now 1
-            await asyncio.gather(*joined)
+            await pub.shout()  # once every client is joined: every position is now 1
+            await asyncio.gather(
+                *(read_until(p, lambda q: len(q.got) >= q.expect, 120) for p in peers)
+            )
             for peer in peers:
                 peer.ws.transport.abort()
             outage = time.monotonic()
