@@ -75,7 +75,7 @@ test-versions:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(PY) tools/check_imports.py
 
 typecheck: $(STAMP)

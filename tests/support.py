@@ -98,13 +98,23 @@ class Client:
         return self.transport.frames()
 
 
-async def connect(endpoint: Endpoint, socket_cls: type[Socket], query: str = "vsn=2.0.0",
-                  headers: list[tuple[bytes, bytes]] | None = None) -> Client:
+async def connect(
+    endpoint: Endpoint,
+    socket_cls: type[Socket],
+    query: str = "vsn=2.0.0",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Client:
     """Run the handshake and attach a memory transport, as a real transport would."""
     await endpoint.start()
     outcome = await endpoint.handshake(
-        socket_cls, method="GET", path="/socket/websocket", query=query,
-        headers=headers or [], scheme="ws", peer=("127.0.0.1", 5555), websocket=False,
+        socket_cls,
+        method="GET",
+        path="/socket/websocket",
+        query=query,
+        headers=headers or [],
+        scheme="ws",
+        peer=("127.0.0.1", 5555),
+        websocket=False,
     )
     assert isinstance(outcome, Accepted), outcome
     transport = MemoryTransport(outcome.socket.serializer)
@@ -122,14 +132,21 @@ class Server:
 
         self.endpoint = endpoint
         self.config = uvicorn.Config(
-            endpoint, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+            endpoint,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
             ws=protocol_for(endpoint) if fast else "websockets-sansio",
             http=front_protocol_for(endpoint) if fast else "httptools",
         )
         from phoenix_channels.cli import draining_server
 
-        self.server = draining_server(self.config, endpoint) if isinstance(
-            endpoint, Endpoint) else uvicorn.Server(self.config)
+        self.server = (
+            draining_server(self.config, endpoint)
+            if isinstance(endpoint, Endpoint)
+            else uvicorn.Server(self.config)
+        )
         self.port = 0
         self._task: asyncio.Task[None] | None = None
 

@@ -15,7 +15,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)"
+)
 
 
 # What a network that blocks WebSockets looks like to the page: every
@@ -137,7 +138,10 @@ async def test_presence_history_and_recovery() -> None:
             texts = await bo.locator("#log p").all_inner_texts()
             lines = [t for t in texts if t.startswith("ana:")]
             assert lines == [
-                "ana: before the cut", "ana: missed 0", "ana: missed 1", "ana: missed 2",
+                "ana: before the cut",
+                "ana: missed 0",
+                "ana: missed 1",
+                "ana: missed 2",
                 "ana: after the cut",
             ]
             assert await bo.locator("#log p:has-text('3 missed message(s) recovered')").count() == 1

@@ -37,15 +37,21 @@ async def test_the_line_transport_example(tmp_path: Path) -> None:
         port = tcp.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
+
             async def ask(frame: list[Any]) -> Any:
                 writer.write(json.dumps(frame).encode() + b"\n")
                 return json.loads(await asyncio.wait_for(reader.readline(), 5))
 
             assert await ask(["1", "1", "room:lobby", "phx_join", {}]) == [
-                "1", "1", "room:lobby", "phx_reply", {"response": {"via": "lines"},
-                                                      "status": "ok"}]
+                "1",
+                "1",
+                "room:lobby",
+                "phx_reply",
+                {"response": {"via": "lines"}, "status": "ok"},
+            ]
             assert (await ask(["1", "2", "room:lobby", "echo", {"a": 1}]))[4]["response"] == {
-                "a": 1}
+                "a": 1
+            }
             async with websockets.connect(srv.url + "?vsn=2.0.0") as ws:
                 await ws.send(json.dumps(["1", "1", "room:lobby", "phx_join", {}]))
                 assert json.loads(await ws.recv())[4]["response"] == {"via": "websocket"}

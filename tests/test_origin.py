@@ -10,8 +10,11 @@ from phoenix_channels import ConfigurationError
 from phoenix_channels.origin import OriginPolicy
 
 
-def allows(check: object, origin: str | None, request: tuple[str, str, int | None] = (
-        "ws", "example.com", 80)) -> bool:
+def allows(
+    check: object,
+    origin: str | None,
+    request: tuple[str, str, int | None] = ("ws", "example.com", 80),
+) -> bool:
     return OriginPolicy(check, host="example.com").allows(origin, *request)  # type: ignore[arg-type]
 
 
@@ -30,20 +33,23 @@ def test_false_allows_everything() -> None:
     assert allows(False, "https://evil.com")
 
 
-@pytest.mark.parametrize(("origin", "expected"), [
-    ("https://example.com", True),
-    ("http://example.com", False),           # entry has a scheme: compared
-    ("https://example.com:4000", False),     # scheme implies port 443
-    ("http://another.com:888", True),
-    ("http://another.com", False),
-    ("http://other.com:1234", True),         # no scheme, no port: anything goes
-    ("https://org1.ex.com", True),
-    ("https://ex.com", True),
-    ("https://org1.prefix-ex.com", False),
-    ("https://sub.other.com", False),        # no wildcard: subdomains do not match
-    ("null", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [
+        ("https://example.com", True),
+        ("http://example.com", False),  # entry has a scheme: compared
+        ("https://example.com:4000", False),  # scheme implies port 443
+        ("http://another.com:888", True),
+        ("http://another.com", False),
+        ("http://other.com:1234", True),  # no scheme, no port: anything goes
+        ("https://org1.ex.com", True),
+        ("https://ex.com", True),
+        ("https://org1.prefix-ex.com", False),
+        ("https://sub.other.com", False),  # no wildcard: subdomains do not match
+        ("null", False),
+        ("", False),
+    ],
+)
 def test_allow_lists(origin: str, expected: bool) -> None:
     entries = ["https://example.com", "//another.com:888", "//other.com", "//*.ex.com"]
     assert allows(entries, origin) is expected

@@ -223,14 +223,16 @@ async def test_intercepted_broadcasts_go_through_handle_out(ct: ChannelTest) -> 
 async def test_f2_push_sends_a_message_to_the_client(ct: ChannelTest) -> None:
     room = await joined(ct)
     room.push("push_me", {"x": 1})
-    assert await ct.assert_push("pushed") == Message(room.join_ref, None, "room:1", "pushed",
-                                                     {"x": 1})
+    assert await ct.assert_push("pushed") == Message(
+        room.join_ref, None, "room:1", "pushed", {"x": 1}
+    )
 
 
 async def test_f8_f9_replies_and_a_noreply_handler(ct: ChannelTest) -> None:
     room = await joined(ct)
     assert await ct.assert_reply(room.push("ping", {"a": 1}), "ok", {"pong": {"a": 1}}) == {
-        "pong": {"a": 1}}
+        "pong": {"a": 1}
+    }
     bare = room.push("bare_ok")
     assert await ct.assert_reply(bare) == {}
     await ct.refute_push("pushed")
@@ -326,8 +328,7 @@ async def test_f7_joins_of_unrouted_topics_and_explicit_channels(ct: ChannelTest
 async def test_f16_f17_connect(ct: ChannelTest) -> None:
     with pytest.raises(ConnectionRefused, match="returned False"):
         await ct.connect(UserSocket, {"reject": True})
-    sock = await ct.connect(UserSocket, {"user": 42, "tags": ("a", "b")},
-                            {"user_agent": "pytest"})
+    sock = await ct.connect(UserSocket, {"user": 42, "tags": ("a", "b")}, {"user_agent": "pytest"})
     params, info = SEEN[-1][1], SEEN[-1][2]
     assert params == {"user": 42, "tags": ["a", "b"]}
     assert info["user_agent"] == "pytest" and info["auth_token"] is None
@@ -464,8 +465,9 @@ async def test_closing_the_socket_ends_every_channel(ct: ChannelTest) -> None:
 # -- F26, F27, F28: other messages -----------------------------------------------------------
 
 
-async def test_f26_extra_subscriptions_arrive_in_handle_info(ct: ChannelTest,
-                                                             phoenix_endpoint: Endpoint) -> None:
+async def test_f26_extra_subscriptions_arrive_in_handle_info(
+    ct: ChannelTest, phoenix_endpoint: Endpoint
+) -> None:
     room = await joined(ct)
     room.push("subscribe", {"topic": "news"})
     await ct.refute_reply("never")  # let the push run
@@ -483,8 +485,9 @@ async def test_f27_unexpected_messages_are_logged_and_the_channel_lives_on(
     assert "unexpected message" in caplog.text and not plain.stopped
 
 
-async def test_f28_disconnect_through_the_socket_id(ct: ChannelTest,
-                                                   phoenix_endpoint: Endpoint) -> None:
+async def test_f28_disconnect_through_the_socket_id(
+    ct: ChannelTest, phoenix_endpoint: Endpoint
+) -> None:
     sock = await ct.connect(UserSocket, {"user": "7"})
     room = await sock.join("room:dc")
     ct.subscribe("user_socket:7")

@@ -29,8 +29,9 @@ def test_round_trip_and_the_data_is_readable_but_bound_to_the_salt() -> None:
         token.verify(SECRET + "!", "user socket", signed)
 
 
-@pytest.mark.parametrize("bad", ["", "garbage", "a.b", "SFMyNTY.e30.AAAA", "SFMyNTY.!!.??",
-                                 "x.y.z.w"])
+@pytest.mark.parametrize(
+    "bad", ["", "garbage", "a.b", "SFMyNTY.e30.AAAA", "SFMyNTY.!!.??", "x.y.z.w"]
+)
 def test_garbage_is_invalid(bad: str) -> None:
     with pytest.raises(InvalidToken):
         token.verify(SECRET, "s", bad)
@@ -82,8 +83,9 @@ def test_signed_at_and_the_stored_max_age() -> None:
 def test_key_options_change_the_token_and_explicit_defaults_do_not() -> None:
     at = 1_700_000_000
     plain = token.sign(SECRET, "s", 1, signed_at=at)
-    assert plain == token.sign(SECRET, "s", 1, signed_at=at, key_iterations=1000,
-                               key_length=32, key_digest="sha256")
+    assert plain == token.sign(
+        SECRET, "s", 1, signed_at=at, key_iterations=1000, key_length=32, key_digest="sha256"
+    )
     assert plain != token.sign(SECRET, "s", 1, signed_at=at, key_iterations=2000)
     other = token.sign(SECRET, "s", 1, signed_at=at, key_digest="sha512")
     assert other.startswith("SFM1MTI.") and other != plain

@@ -24,10 +24,14 @@ from phoenix_channels.presence import Presence
 HERE = Path(__file__).parent
 STATIC = {
     "/": (HERE / "index.html", b"text/html; charset=utf-8"),
-    "/js/phoenix.mjs": (HERE / "node_modules/phoenix/priv/static/phoenix.mjs",
-                        b"text/javascript; charset=utf-8"),
-    "/js/recovery.mjs": (Path(phoenix_channels.__file__).parent / "static/recovery.mjs",
-                         b"text/javascript; charset=utf-8"),
+    "/js/phoenix.mjs": (
+        HERE / "node_modules/phoenix/priv/static/phoenix.mjs",
+        b"text/javascript; charset=utf-8",
+    ),
+    "/js/recovery.mjs": (
+        Path(phoenix_channels.__file__).parent / "static/recovery.mjs",
+        b"text/javascript; charset=utf-8",
+    ),
 }
 
 
@@ -48,10 +52,16 @@ class RoomChannel(Channel):
             # (a first join, or a rejoin that could not recover) gets the last messages.
             if self.recovered is None or not self.recovered.recovered:
                 stored = await self.endpoint.history(self.topic)
-                await self.push("history", {"messages": [
-                    {**m.payload, "event": m.event, "position": m.ref} for m in stored
-                    if m.event == "new_msg"
-                ]})
+                await self.push(
+                    "history",
+                    {
+                        "messages": [
+                            {**m.payload, "event": m.event, "position": m.ref}
+                            for m in stored
+                            if m.event == "new_msg"
+                        ]
+                    },
+                )
             await presence.track(self, self.assigns["nick"], {"online_at": int(time.time())})
             await self.push("presence_state", await presence.list(self.topic))
             await self.broadcast("joined", {"nick": self.assigns["nick"]})
@@ -80,10 +90,16 @@ async def pages(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     found = STATIC.get(scope["path"])
-    status, body, kind = (200, found[0].read_bytes(), found[1]) if found else (
-        404, b"not found", b"text/plain")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind), (b"content-length", b"%d" % len(body))]})
+    status, body, kind = (
+        (200, found[0].read_bytes(), found[1]) if found else (404, b"not found", b"text/plain")
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", kind), (b"content-length", b"%d" % len(body))],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -60,8 +60,9 @@ def find_python2() -> str:
     for candidate in candidates:
         if not (candidate and os.access(candidate, os.X_OK)):
             continue
-        probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[0] == 2"],
-                               capture_output=True)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[0] == 2"], capture_output=True
+        )
         if probe.returncode == 0:
             return candidate
     raise SystemExit(
@@ -104,9 +105,23 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     server_log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "phoenix_channels", "serve", APP, "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "phoenix_channels",
+            "serve",
+            APP,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -146,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="run every case, slow ones included")
     parser.add_argument("--cases", nargs="*", help="case ids or patterns (default: the selection)")
-    parser.add_argument("--timeout", type=int, default=0,
-                        help="seconds for wstest (default 300 for the selection, 3600 for --all)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=0,
+        help="seconds for wstest (default 300 for the selection, 3600 for --all)",
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "test-artifacts" / "autobahn")
     args = parser.parse_args(argv)
 
@@ -170,9 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open(report / "wstest.log", "wb") as wstest_log:
             run = subprocess.run(
-                ["timeout", "--kill-after=10", str(limit), str(WSTEST), "-m", "fuzzingclient",
-                 "-s", str(report / "fuzzingclient.json")],
-                cwd=report, stdout=wstest_log, stderr=subprocess.STDOUT,
+                [
+                    "timeout",
+                    "--kill-after=10",
+                    str(limit),
+                    str(WSTEST),
+                    "-m",
+                    "fuzzingclient",
+                    "-s",
+                    str(report / "fuzzingclient.json"),
+                ],
+                cwd=report,
+                stdout=wstest_log,
+                stderr=subprocess.STDOUT,
             )
     finally:
         stop_server(server)

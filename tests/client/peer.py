@@ -93,22 +93,27 @@ class Peer:
     async def handle(self, command: dict[str, Any]) -> Any:
         cmd = command["cmd"]
         if cmd == "connect":
-            self.socket = Socket(command["url"], transport=command.get("transport", "websocket"),
-                                 params=command.get("params") or {}, timeout=5.0)
+            self.socket = Socket(
+                command["url"],
+                transport=command.get("transport", "websocket"),
+                params=command.get("params") or {},
+                timeout=5.0,
+            )
             await self.socket.connect()
             return {"connected": True}
         if cmd == "join":
             assert self.socket is not None
             topic = command["topic"]
-            channel = self.socket.channel(topic, command.get("params") or {},
-                                          max_queued_events=0)
+            channel = self.socket.channel(topic, command.get("params") or {}, max_queued_events=0)
             presence = Presence(channel)
-            presence.on_sync(lambda: emit({"presence": {"topic": topic,
-                                                        "list": presence_list(presence)}}))
+            presence.on_sync(
+                lambda: emit({"presence": {"topic": topic, "list": presence_list(presence)}})
+            )
 
             def forward(event: str) -> Any:
-                return lambda payload: emit({"message": {"topic": topic, "event": event,
-                                                         "payload": to_json(payload)}})
+                return lambda payload: emit(
+                    {"message": {"topic": topic, "event": event, "payload": to_json(payload)}}
+                )
 
             for event in command.get("listen", []):
                 channel.on(event, forward(event))
@@ -116,7 +121,8 @@ class Peer:
             return to_json(await channel.join())
         if cmd == "push":
             reply = await self.channels[command["topic"]].push(
-                command["event"], from_json(command.get("payload")))
+                command["event"], from_json(command.get("payload"))
+            )
             return {"status": reply.status, "response": to_json(reply.response)}
         if cmd == "presence_list":
             return presence_list(self.presences[command["topic"]])

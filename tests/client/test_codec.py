@@ -70,31 +70,40 @@ def test_client_frames_of_the_js_client_are_reproduced_byte_for_byte(prefix: str
         sent = V2.decode(data, binary)  # the server's reading of what the JS client sent
         prepared = V2_CODEC.prepare(sent.topic, sent.event, sent.payload)
         assert V2_CODEC.encode(sent.join_ref, sent.ref, sent.topic, sent.event, prepared) == (
-            data, binary)
+            data,
+            binary,
+        )
 
 
 def test_binary_frames_from_the_spec() -> None:
     # Phoenix's own serializer examples (wire-protocol.md 4.2)
-    assert V2_CODEC.decode(b"\x00\x02\x05\x05" b"12topicevent" b"efg", True) == Message(
-        "12", None, "topic", "event", b"efg")
-    assert V2_CODEC.decode(b"\x01\x02\x03\x05\x02" b"12123topicok" b"efg", True) == Message(
-        "12", "123", "topic", "phx_reply", {"status": "ok", "response": b"efg"})
-    assert V2_CODEC.decode(b"\x02\x05\x05" b"topicevent" b"efg", True) == Message(
-        None, None, "topic", "event", b"efg")
+    assert V2_CODEC.decode(b"\x00\x02\x05\x0512topiceventefg", True) == Message(
+        "12", None, "topic", "event", b"efg"
+    )
+    assert V2_CODEC.decode(b"\x01\x02\x03\x05\x0212123topicokefg", True) == Message(
+        "12", "123", "topic", "phx_reply", {"status": "ok", "response": b"efg"}
+    )
+    assert V2_CODEC.decode(b"\x02\x05\x05topiceventefg", True) == Message(
+        None, None, "topic", "event", b"efg"
+    )
     prepared = V2_CODEC.prepare("topic", "event", b"efg")
     assert V2_CODEC.encode("12", "123", "topic", "event", prepared) == (
-        b"\x00\x02\x03\x05\x05" b"12123topicevent" b"efg", True)
+        b"\x00\x02\x03\x05\x0512123topiceventefg",
+        True,
+    )
     # npm phoenix 1.8.16: join_ref "3", ref "8", "room:lobby", "upload", bytes 01 02
     upload = V2_CODEC.prepare("room:lobby", "upload", bytearray(b"\x01\x02"))
     assert V2_CODEC.encode("3", "8", "room:lobby", "upload", upload)[0] == bytes.fromhex(
-        "000101" "0a06" "3338" "726f6f6d3a6c6f626279" "75706c6f6164" "0102")
+        "0001010a063338726f6f6d3a6c6f62627975706c6f61640102"
+    )
 
 
 def test_v1_frames_from_transcript_13() -> None:
     for data, binary in frames(transcript("13_"), "<"):
         value = orjson.loads(data)
         assert V1_CODEC.decode(data, binary) == Message(
-            None, value["ref"], value["topic"], value["event"], value["payload"])
+            None, value["ref"], value["topic"], value["event"], value["payload"]
+        )
     for data, _ in frames(transcript("13_"), ">"):
         sent = V1.decode(data, False)
         prepared = V1_CODEC.prepare(sent.topic, sent.event, sent.payload)
@@ -111,53 +120,65 @@ names = st.text(min_size=1, max_size=40)
 short_names = st.text(min_size=1, max_size=20)  # <= 255 bytes even at 4 bytes a character
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 payloads = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
 
 
 @given(refs, refs, names, names, json_values)
-def test_what_the_client_sends_the_server_reads_v2(join_ref: Any, ref: Any, topic: str,
-                                                   event: str, payload: Any) -> None:
-    data, binary = V2_CODEC.encode(join_ref, ref, topic, event,
-                                   V2_CODEC.prepare(topic, event, payload))
+def test_what_the_client_sends_the_server_reads_v2(
+    join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+) -> None:
+    data, binary = V2_CODEC.encode(
+        join_ref, ref, topic, event, V2_CODEC.prepare(topic, event, payload)
+    )
     assert V2.decode(data, binary) == Message(join_ref, ref, topic, event, payload)
 
 
-@given(st.integers(1, 10**9).map(str), st.integers(1, 10**9).map(str), short_names, short_names,
-       st.binary(max_size=300))
-def test_binary_pushes_the_server_reads(join_ref: str, ref: str, topic: str, event: str,
-                                        payload: bytes) -> None:
-    data, binary = V2_CODEC.encode(join_ref, ref, topic, event,
-                                   V2_CODEC.prepare(topic, event, payload))
+@given(
+    st.integers(1, 10**9).map(str),
+    st.integers(1, 10**9).map(str),
+    short_names,
+    short_names,
+    st.binary(max_size=300),
+)
+def test_binary_pushes_the_server_reads(
+    join_ref: str, ref: str, topic: str, event: str, payload: bytes
+) -> None:
+    data, binary = V2_CODEC.encode(
+        join_ref, ref, topic, event, V2_CODEC.prepare(topic, event, payload)
+    )
     assert binary
     assert V2.decode(data, True) == Message(join_ref, ref, topic, event, payload)
 
 
 @given(refs, refs, short_names, short_names, payloads | st.binary(max_size=300))
-def test_what_the_server_sends_the_client_reads_v2(join_ref: Any, ref: Any, topic: str,
-                                                   event: str, payload: Any) -> None:
+def test_what_the_server_sends_the_client_reads_v2(
+    join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+) -> None:
     data, binary = V2.encode_push(join_ref, None, topic, event, payload)
     assert V2_CODEC.decode(data, binary) == Message(join_ref, None, topic, event, payload)
     data, binary = V2.encode_broadcast(Broadcast(topic, event, payload))
     assert V2_CODEC.decode(data, binary) == Message(None, None, topic, event, payload)
     data, binary = V2.encode_reply(join_ref, ref, topic, event, payload)  # event as status
     assert V2_CODEC.decode(data, binary) == Message(
-        join_ref, ref, topic, "phx_reply", {"status": event, "response": payload})
+        join_ref, ref, topic, "phx_reply", {"status": event, "response": payload}
+    )
 
 
 @given(refs, refs, names, names, json_values)
-def test_both_directions_v1(join_ref: Any, ref: Any, topic: str, event: str,
-                            payload: Any) -> None:
+def test_both_directions_v1(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> None:
     data, _ = V1_CODEC.encode(join_ref, ref, topic, event, V1_CODEC.prepare(topic, event, payload))
     assert V1.decode(data, False) == Message(join_ref, ref, topic, event, payload)
     data, _ = V1.encode_push(join_ref, None, topic, event, payload)
     assert V1_CODEC.decode(data, False) == Message(None, None, topic, event, payload)
     data, _ = V1.encode_reply(join_ref, ref, topic, "ok", payload)
     assert V1_CODEC.decode(data, False) == Message(
-        None, ref, topic, "phx_reply", {"status": "ok", "response": payload})
+        None, ref, topic, "phx_reply", {"status": "ok", "response": payload}
+    )
 
 
 @given(st.binary(max_size=40))
@@ -172,20 +193,24 @@ def test_any_binary_frame_decodes_or_raises_decode_error(data: bytes) -> None:
 # -- errors -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "binary", "problem"), [
-    (b"not json", False, "not valid JSON"),
-    (b'{"topic":"t"}', False, "JSON array"),
-    (b'[null,null,"t","e"]', False, "JSON array"),
-    (b'[null,null,1,"e",{}]', False, "must be strings"),
-    (b'[{},null,"t","e",{}]', False, "strings, numbers or null"),
-    (b"", True, "empty binary frame"),
-    (b"\x07abc", True, "kind 7"),
-    (b"\x02\x05", True, "shorter than its header"),
-    (b"\x02\x09\x05topicevent", True, "shorter than its header says"),
-    (b"\x02\x01\x01\xff\xfe", True, "not valid UTF-8"),
-])
-def test_malformed_server_frames_raise_decode_error(data: bytes, binary: bool,
-                                                    problem: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "binary", "problem"),
+    [
+        (b"not json", False, "not valid JSON"),
+        (b'{"topic":"t"}', False, "JSON array"),
+        (b'[null,null,"t","e"]', False, "JSON array"),
+        (b'[null,null,1,"e",{}]', False, "must be strings"),
+        (b'[{},null,"t","e",{}]', False, "strings, numbers or null"),
+        (b"", True, "empty binary frame"),
+        (b"\x07abc", True, "kind 7"),
+        (b"\x02\x05", True, "shorter than its header"),
+        (b"\x02\x09\x05topicevent", True, "shorter than its header says"),
+        (b"\x02\x01\x01\xff\xfe", True, "not valid UTF-8"),
+    ],
+)
+def test_malformed_server_frames_raise_decode_error(
+    data: bytes, binary: bool, problem: str
+) -> None:
     with pytest.raises(DecodeError, match=problem):
         V2_CODEC.decode(data, binary)
 

@@ -95,8 +95,13 @@ class Harness:
         self.do(self.core.received, self.conn, Message(join_ref, ref, topic, event, payload))
 
     def reply(self, to: Message, status: str = "ok", response: Any = None) -> None:
-        self.server(to.join_ref, to.ref, to.topic, "phx_reply",
-                    {"status": status, "response": {} if response is None else response})
+        self.server(
+            to.join_ref,
+            to.ref,
+            to.topic,
+            "phx_reply",
+            {"status": status, "response": {} if response is None else response},
+        )
 
     def take_sent(self, heartbeats: bool = False) -> list[Message]:
         sent, self.sent = self.sent, []
@@ -295,8 +300,9 @@ def test_a_refused_first_join_settles_as_error_and_closes_the_channel() -> None:
     push.owner = "join"
     (join,) = h.take_sent()
     h.reply(join, "error", {"reason": "unauthorized"})
-    assert h.settled(push) == [Settled(push, "join", Outcome.REPLY, "error",
-                                       {"reason": "unauthorized"})]
+    assert h.settled(push) == [
+        Settled(push, "join", Outcome.REPLY, "error", {"reason": "unauthorized"})
+    ]
     assert channel.state is ChannelState.CLOSED
     assert h.of(ChannelEnded) == [ChannelEnded(channel, "the join failed")]
     h.advance(60.0)
@@ -541,10 +547,25 @@ def test_illegal_transitions_name_state_and_event() -> None:
 
 # -- properties -----------------------------------------------------------------------------------
 
-OPS = st.sampled_from([
-    "open", "lose", "error", "push", "leave", "reply_ok", "reply_error", "crash", "close",
-    "tick", "wait", "join_other", "disconnect", "connect", "garbage_reply",
-])
+OPS = st.sampled_from(
+    [
+        "open",
+        "lose",
+        "error",
+        "push",
+        "leave",
+        "reply_ok",
+        "reply_error",
+        "crash",
+        "close",
+        "tick",
+        "wait",
+        "join_other",
+        "disconnect",
+        "connect",
+        "garbage_reply",
+    ]
+)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -567,8 +588,11 @@ def test_any_sequence_keeps_the_invariants(ops: list[tuple[str, int]], seed: int
             h.open()
         elif op in ("lose", "error") and h.core.connection_state in ("connecting", "open"):
             h.lose(error=OSError("x") if op == "error" else None)
-        elif op == "push" and channel.joined_once and channel.state not in (
-                ChannelState.CLOSED, ChannelState.LEAVING):
+        elif (
+            op == "push"
+            and channel.joined_once
+            and channel.state not in (ChannelState.CLOSED, ChannelState.LEAVING)
+        ):
             push = h.do(channel.push, "e", {"n": len(pushes)})
             push.owner = push
             pushes.append(push)

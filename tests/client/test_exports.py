@@ -7,12 +7,30 @@ import phoenix_channels.client as client
 
 def test_public_names() -> None:
     assert sorted(client.__all__) == [
-        "Channel", "ChannelClosedError", "ClientError", "ConnectError", "ConnectionRefused",
-        "JoinRefused", "JoinTimeout", "LongPollTransport", "Message", "Presence", "Push",
-        "PushBufferFull", "PushTimeout", "Reply", "Socket", "SocketOptions", "Transport",
+        "Channel",
+        "ChannelClosedError",
+        "ClientError",
+        "ConnectError",
+        "ConnectionRefused",
+        "JoinRefused",
+        "JoinTimeout",
+        "LongPollTransport",
+        "Message",
+        "Presence",
+        "Push",
+        "PushBufferFull",
+        "PushTimeout",
+        "Reply",
+        "Socket",
+        "SocketOptions",
+        "Transport",
         "TransportOptions",
-        "WebSocketTransport", "default_reconnect_after", "default_rejoin_after",
-        "list_presences", "sync_diff", "sync_state",
+        "WebSocketTransport",
+        "default_reconnect_after",
+        "default_rejoin_after",
+        "list_presences",
+        "sync_diff",
+        "sync_state",
     ]
     for name in client.__all__:
         assert getattr(client, name) is not None

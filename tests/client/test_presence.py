@@ -67,8 +67,12 @@ def test_replaying_what_client_a_received() -> None:
             assert presence.in_pending_sync_state()
             continue
         channel.deliver(join_ref, event, payload)
-    alice1, bob1, alice2, bob2 = "GOwAZeYmVC5lfAih", "GOwAZfLjmphlfACS", "GOwAZguNqoFlfAjB", \
-        "GOwAZjv55oZlfAjh"
+    alice1, bob1, alice2, bob2 = (
+        "GOwAZeYmVC5lfAih",
+        "GOwAZfLjmphlfACS",
+        "GOwAZguNqoFlfAjB",
+        "GOwAZjv55oZlfAjh",
+    )
     # The diff that came before the state waited for it (one sync for both).
     assert syncs == [
         {"alice": [alice1]},
@@ -125,14 +129,16 @@ def test_diffs_wait_for_the_state_of_the_current_join() -> None:
     synced = []
     presence.on_sync(lambda: synced.append(sorted(presence.state)))
     channel.join_ref = "1"
-    channel.deliver(None, "presence_diff", {"joins": {"b": {"metas": [{"phx_ref": "b1"}]}},
-                                            "leaves": {}})
+    channel.deliver(
+        None, "presence_diff", {"joins": {"b": {"metas": [{"phx_ref": "b1"}]}}, "leaves": {}}
+    )
     assert synced == [] and presence.pending_diffs
     channel.deliver("1", "presence_state", {"a": {"metas": [{"phx_ref": "a1"}]}})
     assert synced == [["a", "b"]]
     channel.join_ref = "7"  # rejoined: pending again until the new state
-    channel.deliver(None, "presence_diff", {"joins": {}, "leaves": {"a": {"metas": [
-        {"phx_ref": "a1"}]}}})
+    channel.deliver(
+        None, "presence_diff", {"joins": {}, "leaves": {"a": {"metas": [{"phx_ref": "a1"}]}}}
+    )
     assert synced == [["a", "b"]]
     channel.deliver("7", "presence_state", {"b": {"metas": [{"phx_ref": "b1"}]}})
     assert synced[-1] == ["b"]
@@ -140,17 +146,24 @@ def test_diffs_wait_for_the_state_of_the_current_join() -> None:
 
 def test_an_update_is_a_join_and_a_leave_of_the_same_key() -> None:
     state = {"u": {"metas": [{"phx_ref": "1", "status": "away"}]}}
-    diff = {"joins": {"u": {"metas": [{"phx_ref": "2", "status": "online"}]}},
-            "leaves": {"u": {"metas": [{"phx_ref": "1", "status": "away"}]}}}
+    diff = {
+        "joins": {"u": {"metas": [{"phx_ref": "2", "status": "online"}]}},
+        "leaves": {"u": {"metas": [{"phx_ref": "1", "status": "away"}]}},
+    }
     assert sync_diff(state, diff) == {"u": {"metas": [{"phx_ref": "2", "status": "online"}]}}
 
 
 def test_leaves_of_unknown_keys_are_ignored_and_empty_keys_removed() -> None:
     state = {"a": {"metas": [{"phx_ref": "1"}]}}
     left = []
-    result = sync_diff(state, {"joins": {}, "leaves": {
-        "ghost": {"metas": [{"phx_ref": "9"}]}, "a": {"metas": [{"phx_ref": "1"}]}}},
-        on_leave=lambda key, cur, gone: left.append((key, cur["metas"])))
+    result = sync_diff(
+        state,
+        {
+            "joins": {},
+            "leaves": {"ghost": {"metas": [{"phx_ref": "9"}]}, "a": {"metas": [{"phx_ref": "1"}]}},
+        },
+        on_leave=lambda key, cur, gone: left.append((key, cur["metas"])),
+    )
     assert result == {} and left == [("a", [])]
 
 
@@ -164,17 +177,22 @@ def test_sync_state_does_not_modify_its_arguments() -> None:
     assert list_presences(result, lambda key, _: key) == ["a", "__proto__"]
 
 
-metas = st.lists(st.integers(0, 30).map(lambda n: {"phx_ref": str(n), "n": n}), max_size=4,
-                 unique_by=lambda m: m["phx_ref"])
-states = st.dictionaries(st.sampled_from("abcdef"), metas.filter(bool).map(
-    lambda ms: {"metas": ms}), max_size=5)
+metas = st.lists(
+    st.integers(0, 30).map(lambda n: {"phx_ref": str(n), "n": n}),
+    max_size=4,
+    unique_by=lambda m: m["phx_ref"],
+)
+states = st.dictionaries(
+    st.sampled_from("abcdef"), metas.filter(bool).map(lambda ms: {"metas": ms}), max_size=5
+)
 
 
 @given(states, states)
 def test_syncing_a_state_always_ends_with_that_state(current: Any, new: Any) -> None:
     result = sync_state(current, new)
     assert {k: sorted(refs(p)) for k, p in result.items()} == {
-        k: sorted(refs(p)) for k, p in new.items()}
+        k: sorted(refs(p)) for k, p in new.items()
+    }
 
 
 @given(states, states)

@@ -37,8 +37,12 @@ async def test_a_restarted_server_gets_the_rejoin_and_the_buffered_pushes(
     process: ServerProcess, transport: str
 ) -> None:
     calls = itertools.count(1)
-    async with Socket(process.url, transport=transport, timeout=5.0,  # type: ignore[arg-type]
-                      params={"user_id": "phoenix"}) as socket:
+    async with Socket(
+        process.url,
+        transport=transport,
+        timeout=5.0,  # type: ignore[arg-type]
+        params={"user_id": "phoenix"},
+    ) as socket:
         recorder = Recorder(socket)
         channel = socket.channel("room:restart", lambda: {"call": next(calls)})
         first = await channel.join()
@@ -66,17 +70,25 @@ async def test_a_restarted_server_gets_the_rejoin_and_the_buffered_pushes(
         assert socket.established_connections == 2
 
 
-@pytest.mark.parametrize(("transport", "dead"), [
-    ("websocket", (1000, "heartbeat timeout")),  # a heartbeat got no reply in time
-    ("longpoll", (1005, "timeout")),  # a poll got no answer within longpoll_timeout
-])
+@pytest.mark.parametrize(
+    ("transport", "dead"),
+    [
+        ("websocket", (1000, "heartbeat timeout")),  # a heartbeat got no reply in time
+        ("longpoll", (1005, "timeout")),  # a poll got no answer within longpoll_timeout
+    ],
+)
 async def test_a_paused_server_is_detected_and_the_client_recovers(
     process: ServerProcess, transport: str, dead: tuple[int, str]
 ) -> None:
     # The app's long-poll window is 1 s: a poll answered in time takes at most that.
-    async with Socket(process.url, transport=transport,  # type: ignore[arg-type]
-                      heartbeat_interval=0.3, longpoll_timeout=2.0, timeout=5.0,
-                      connect_timeout=1.0) as socket:
+    async with Socket(
+        process.url,
+        transport=transport,  # type: ignore[arg-type]
+        heartbeat_interval=0.3,
+        longpoll_timeout=2.0,
+        timeout=5.0,
+        connect_timeout=1.0,
+    ) as socket:
         recorder = Recorder(socket)
         channel = socket.channel("room:paused")
         await channel.join()
@@ -84,14 +96,16 @@ async def test_a_paused_server_is_detected_and_the_client_recovers(
         channel.on_join(rejoined.append)
         process.signal(signal.SIGSTOP)
         try:
-            await eventually(lambda: dead in recorder.of("close"),
-                             "the client declared the connection dead")
+            await eventually(
+                lambda: dead in recorder.of("close"), "the client declared the connection dead"
+            )
             assert channel.state == "errored"
             push = channel.push("echo", {"while": "paused"}, timeout=30.0)
         finally:
             process.signal(signal.SIGCONT)
-        await eventually(lambda: rejoined, "the channel rejoined after the server resumed",
-                         timeout=20)
+        await eventually(
+            lambda: rejoined, "the channel rejoined after the server resumed", timeout=20
+        )
         assert (await push).response == {"while": "paused"}
         assert socket.established_connections >= 2
         assert socket.is_connected

@@ -55,8 +55,11 @@ def make(server: Server, transport: str = "websocket", **options: Any) -> Socket
     options.setdefault("timeout", 5.0)
     options.setdefault("reconnect_after", lambda tries: 0.05)
     options.setdefault("rejoin_after", lambda tries: 0.05)
-    return Socket(f"ws://127.0.0.1:{server.port}/socket", transport=transport,  # type: ignore[arg-type]
-                  **options)
+    return Socket(
+        f"ws://127.0.0.1:{server.port}/socket",
+        transport=transport,  # type: ignore[arg-type]
+        **options,
+    )
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -67,8 +70,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 async def test_join_push_reply_and_broadcasts(server: Server, transport: str) -> None:
     t = topic("basics")
-    async with make(server, transport, params={"user_id": "ana"}) as one, \
-            make(server, transport) as two:
+    async with (
+        make(server, transport, params={"user_id": "ana"}) as one,
+        make(server, transport) as two,
+    ):
         first = one.channel(t, {"nick": "ana"})
         response = await first.join()
         assert response["params"] == {"nick": "ana"} and response["user_id"] == "ana"
@@ -101,8 +106,9 @@ async def test_a_refused_join_raises_and_closes_the_channel(server: Server, tran
             channel.push("echo", {})
 
 
-async def test_a_join_without_reply_in_time_raises_join_timeout(server: Server,
-                                                                transport: str) -> None:
+async def test_a_join_without_reply_in_time_raises_join_timeout(
+    server: Server, transport: str
+) -> None:
     async with make(server, transport) as socket:
         channel = socket.channel(topic("slow"), {"slow": 1.5})
         with pytest.raises(JoinTimeout, match=r"within 0\.3 s"):
@@ -113,8 +119,9 @@ async def test_a_join_without_reply_in_time_raises_join_timeout(server: Server,
         await other.join()
 
 
-async def test_a_push_without_reply_times_out_and_the_channel_goes_on(server: Server,
-                                                                      transport: str) -> None:
+async def test_a_push_without_reply_times_out_and_the_channel_goes_on(
+    server: Server, transport: str
+) -> None:
     async with make(server, transport) as socket:
         channel = socket.channel(topic("noreply"))
         await channel.join()
@@ -134,7 +141,8 @@ async def test_pushes_are_answered_in_order(server: Server, transport: str) -> N
         assert [r.response["n"] for r in replies] == list(range(150))
         t = channel.topic
         assert [p["n"] for topic_, event, p in SEEN if topic_ == t and event == "echo"] == list(
-            range(150))
+            range(150)
+        )
 
 
 async def test_push_before_join_is_a_usage_error(server: Server) -> None:
@@ -160,7 +168,10 @@ async def test_binary_payloads_both_ways_over_websocket(server: Server) -> None:
         await second.push("push_binary", {})
         message = await next_message(second)
         assert (message.event, message.payload, message.join_ref) == (
-            "binary", bytes(range(256)), second.join_ref)
+            "binary",
+            bytes(range(256)),
+            second.join_ref,
+        )
 
 
 async def test_binary_pushes_go_to_the_server_over_long_polling(server: Server) -> None:
@@ -192,8 +203,9 @@ async def test_protocol_v1_on_request(server: Server, transport: str) -> None:
 # -- connections ----------------------------------------------------------------------------------
 
 
-async def test_a_refused_connection_raises_connection_refused(server: Server,
-                                                              transport: str) -> None:
+async def test_a_refused_connection_raises_connection_refused(
+    server: Server, transport: str
+) -> None:
     socket = make(server, transport, params={"token": "reject"})
     with pytest.raises(ConnectionRefused) as info:
         await socket.connect()
@@ -203,8 +215,11 @@ async def test_a_refused_connection_raises_connection_refused(server: Server,
 
 
 async def test_no_server_means_connect_error_after_the_connect_timeout(transport: str) -> None:
-    socket = Socket(f"ws://127.0.0.1:{free_port()}/socket", transport=transport,  # type: ignore[arg-type]
-                    connect_timeout=0.5)
+    socket = Socket(
+        f"ws://127.0.0.1:{free_port()}/socket",
+        transport=transport,  # type: ignore[arg-type]
+        connect_timeout=0.5,
+    )
     recorder = Recorder(socket)
     with pytest.raises(ConnectError, match=r"within 0\.5 s"):
         await socket.connect()
@@ -240,8 +255,9 @@ async def test_long_polling_sends_no_heartbeats(server: Server) -> None:
         assert socket.established_connections == 1
 
 
-async def test_a_server_side_disconnect_reconnects_and_rejoins(server: Server,
-                                                               transport: str) -> None:
+async def test_a_server_side_disconnect_reconnects_and_rejoins(
+    server: Server, transport: str
+) -> None:
     async with make(server, transport, params={"user_id": f"dc-{transport}"}) as socket:
         recorder = Recorder(socket)
         calls = itertools.count(1)
@@ -298,8 +314,9 @@ async def test_a_graceful_stop_closes_the_channel_for_good(server: Server, trans
         assert sum(1 for t, e, _ in SEEN if t == channel.topic and e == "phx_join") == joins
 
 
-async def test_leave_waits_for_the_server_and_ends_the_channel(server: Server,
-                                                               transport: str) -> None:
+async def test_leave_waits_for_the_server_and_ends_the_channel(
+    server: Server, transport: str
+) -> None:
     t = topic("leave")
     async with make(server, transport) as socket, make(server) as other:
         channel = socket.channel(t)
@@ -342,8 +359,9 @@ async def test_closing_the_socket_ends_channels_and_their_iterators(server: Serv
 # -- listening ------------------------------------------------------------------------------------
 
 
-async def test_handlers_sync_async_removed_and_failing(server: Server,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_handlers_sync_async_removed_and_failing(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     async with make(server) as socket:
         channel = socket.channel(topic("handlers"))
         await channel.join()
@@ -370,8 +388,9 @@ async def test_handlers_sync_async_removed_and_failing(server: Server,
         assert "handler bug" in caplog.text
 
 
-async def test_the_event_queue_drops_the_oldest_when_full(server: Server,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_event_queue_drops_the_oldest_when_full(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     async with make(server) as socket:
         channel = socket.channel(topic("queue"), max_queued_events=2)
         await channel.join()
@@ -386,8 +405,9 @@ async def test_the_event_queue_drops_the_oldest_when_full(server: Server,
 # -- presence -------------------------------------------------------------------------------------
 
 
-async def test_presence_helpers_converge_as_people_come_and_go(server: Server,
-                                                              transport: str) -> None:
+async def test_presence_helpers_converge_as_people_come_and_go(
+    server: Server, transport: str
+) -> None:
     t = topic("presence")
     async with make(server, transport) as a, make(server) as b:
         ana = a.channel(t, {"presence": "ana"})
@@ -422,8 +442,10 @@ async def test_a_frame_over_max_frame_size_closes_and_the_client_reconnects(serv
         with pytest.raises(PushTimeout):
             await channel.push("echo", {"blob": "x" * 2000}, timeout=0.5)
         assert 1009 in [code for code, _ in recorder.of("close")]
-        await eventually(lambda: channel.joined and socket.established_connections == 2,
-                         "the client reconnected and rejoined")
+        await eventually(
+            lambda: channel.joined and socket.established_connections == 2,
+            "the client reconnected and rejoined",
+        )
         assert (await channel.push("echo", {"small": 1})).response == {"small": 1}
 
 
@@ -459,8 +481,9 @@ async def test_a_cancelled_join_leaves_the_topic(server: Server) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await eventually(lambda: channel.state == "closed", "the channel closed")
-        await eventually(lambda: endpoint.pubsub.subscribers(t) == 0,
-                         "the server side of the late join is gone")
+        await eventually(
+            lambda: endpoint.pubsub.subscribers(t) == 0, "the server side of the late join is gone"
+        )
 
 
 async def test_a_cancelled_connect_stops_the_socket() -> None:
@@ -473,16 +496,20 @@ async def test_a_cancelled_connect_stops_the_socket() -> None:
     assert socket.connection_state == "closed", "stopped, not waiting to reconnect"
 
 
-@pytest.mark.parametrize(("options", "problem"), [
-    ({"transport": "carrier-pigeon"}, "transport must be"),
-    ({"timeout": 0}, "timeout must be a positive number"),
-    ({"jitter": 1.5}, "jitter must be in"),
-    ({"vsn": "3.0.0"}, "unsupported vsn"),
-    ({"params": 42}, "params must be a dict or a function"),
-    ({"max_queued_events": -1}, "max_queued_events must be an int >= 0"),
-])
-async def test_bad_options_are_refused_with_a_message(options: dict[str, Any],
-                                                     problem: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"transport": "carrier-pigeon"}, "transport must be"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"jitter": 1.5}, "jitter must be in"),
+        ({"vsn": "3.0.0"}, "unsupported vsn"),
+        ({"params": 42}, "params must be a dict or a function"),
+        ({"max_queued_events": -1}, "max_queued_events must be an int >= 0"),
+    ],
+)
+async def test_bad_options_are_refused_with_a_message(
+    options: dict[str, Any], problem: str
+) -> None:
     from phoenix_channels import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=problem):

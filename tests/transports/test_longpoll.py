@@ -62,15 +62,20 @@ class AuthSocket(LPSocket):
 
 
 def make_endpoint(pubsub: PubSub | None = None) -> Endpoint:
-    return Endpoint(sockets={"/socket": LPSocket, "/auth": AuthSocket}, pubsub=pubsub,
-                    check_origin=["//allowed.example"], secret_key_base="s" * 40)
+    return Endpoint(
+        sockets={"/socket": LPSocket, "/auth": AuthSocket},
+        pubsub=pubsub,
+        check_origin=["//allowed.example"],
+        secret_key_base="s" * 40,
+    )
 
 
 class LP:
     """A long-poll client speaking the JS client's requests."""
 
-    def __init__(self, http: httpx.AsyncClient, path: str = "/socket/longpoll",
-                 query: str = "vsn=2.0.0") -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, path: str = "/socket/longpoll", query: str = "vsn=2.0.0"
+    ) -> None:
         self.http, self.path, self.query = http, path, query
         self.token: str | None = None
 
@@ -93,8 +98,10 @@ class LP:
     async def post(self, *frames: Any, ndjson: bool = True) -> dict[str, Any]:
         lines = [f if isinstance(f, str) else json.dumps(f) for f in frames]
         response = await self.http.post(
-            self.url(), content="\n".join(lines),
-            headers={"content-type": "application/x-ndjson" if ndjson else "text/plain"})
+            self.url(),
+            content="\n".join(lines),
+            headers={"content-type": "application/x-ndjson" if ndjson else "text/plain"},
+        )
         assert response.status_code == 200
         return response.json()  # type: ignore[no-any-return]
 
@@ -126,12 +133,14 @@ async def test_a_session_from_open_to_replies(http: httpx.AsyncClient) -> None:
     await lp.open()
     assert await lp.post(["1", "1", "room:lp", "phx_join", {}]) == {"status": 200}
     assert await lp.messages(1) == [
-        ["1", "1", "room:lp", "phx_reply", {"response": {"joined": "room:lp"}, "status": "ok"}]]
+        ["1", "1", "room:lp", "phx_reply", {"response": {"joined": "room:lp"}, "status": "ok"}]
+    ]
     assert (await lp.get())["status"] == 204  # the window passes with nothing to say
     await lp.post(["1", "2", "room:lp", "echo", {"x": 1}], [None, "3", "phoenix", "heartbeat", {}])
     assert await lp.messages(2) == [
         ["1", "2", "room:lp", "phx_reply", {"response": {"x": 1}, "status": "ok"}],
-        [None, "3", "phoenix", "phx_reply", {"response": {}, "status": "ok"}]]
+        [None, "3", "phoenix", "phx_reply", {"response": {}, "status": "ok"}],
+    ]
     await lp.post(["1", "4", "room:lp", "shout", {"s": "lp"}], ndjson=False)
     assert await lp.messages(1) == [[None, None, "room:lp", "shout", {"s": "lp"}]]
 
@@ -146,8 +155,10 @@ async def test_binary_from_the_client_and_what_comes_back(http: httpx.AsyncClien
     await lp.post(["1", "5", "room:lp", "bytes_reply", {}], ["1", "6", "room:lp", "bytes_push", {}])
     replies = await lp.messages(3)
     # binary replies cannot travel over long polling: the client gets a clear error reply
-    expected = {"response": {"reason": "binary payloads cannot be sent over long polling"},
-                "status": "error"}
+    expected = {
+        "response": {"reason": "binary payloads cannot be sent over long polling"},
+        "status": "error",
+    }
     assert replies[0] == ["1", "9", "room:lp", "phx_reply", expected]
     assert replies[1] == ["1", "5", "room:lp", "phx_reply", expected]
     # a binary push raises EncodeError in the channel: it crashes, the client is told
@@ -169,21 +180,26 @@ async def test_other_methods_are_400(http: httpx.AsyncClient, method: str, statu
 
 
 async def test_cors_preflight(http: httpx.AsyncClient) -> None:
-    response = await http.options("/socket/longpoll?vsn=2.0.0",
-                                  headers={"access-control-request-headers": "content-type"})
+    response = await http.options(
+        "/socket/longpoll?vsn=2.0.0", headers={"access-control-request-headers": "content-type"}
+    )
     assert response.status_code == 200 and response.content == b""
     assert response.headers["access-control-allow-headers"] == "content-type"
     assert response.headers["access-control-allow-methods"] == "get, post, options"
     assert response.headers["access-control-max-age"] == "3600"
 
 
-@pytest.mark.parametrize(("query", "headers"), [
-    ("vsn=2.0.0&client=reject", {}),
-    ("vsn=3.0.0", {}),
-    ("vsn=2.0.0", {"origin": "http://evil.example"}),
-])
-async def test_refusals_are_403_in_the_body(http: httpx.AsyncClient, query: str,
-                                            headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        ("vsn=2.0.0&client=reject", {}),
+        ("vsn=3.0.0", {}),
+        ("vsn=2.0.0", {"origin": "http://evil.example"}),
+    ],
+)
+async def test_refusals_are_403_in_the_body(
+    http: httpx.AsyncClient, query: str, headers: dict[str, str]
+) -> None:
     response = await http.get(f"/socket/longpoll?{query}", headers=headers)
     assert response.status_code == 200 and response.json() == {"status": 403}
 
@@ -194,32 +210,46 @@ async def test_forged_tampered_and_expired_tokens_learn_nothing(http: httpx.Asyn
     real = lp.token
     assert real is not None
     head, payload, signature = real.split(".")
-    for bad in ("bogus", f"{head}.{payload}.{signature[:-3]}AAA",
-                f"{head}.{base64.urlsafe_b64encode(b'[1,2,3]').decode()}.{signature}"):
-        post = await http.post(f"/socket/longpoll?vsn=2.0.0&token={bad}", content="[]",
-                               headers={"content-type": "application/x-ndjson"})
+    for bad in (
+        "bogus",
+        f"{head}.{payload}.{signature[:-3]}AAA",
+        f"{head}.{base64.urlsafe_b64encode(b'[1,2,3]').decode()}.{signature}",
+    ):
+        post = await http.post(
+            f"/socket/longpoll?vsn=2.0.0&token={bad}",
+            content="[]",
+            headers={"content-type": "application/x-ndjson"},
+        )
         assert post.json() == {"status": 410}
         fresh = (await http.get(f"/socket/longpoll?vsn=2.0.0&token={bad}")).json()
         assert fresh["status"] == 410 and fresh["token"] not in (bad, real)
     from phoenix_channels import token
 
-    expired = token.sign("s" * 40, "phoenix_channels longpoll session",
-                         token.verify("s" * 40, "phoenix_channels longpoll session", real),
-                         signed_at=time.time() - 15 * 86_400)  # older than the 14-day max age
+    expired = token.sign(
+        "s" * 40,
+        "phoenix_channels longpoll session",
+        token.verify("s" * 40, "phoenix_channels longpoll session", real),
+        signed_at=time.time() - 15 * 86_400,
+    )  # older than the 14-day max age
     assert (await http.get(f"/socket/longpoll?vsn=2.0.0&token={expired}")).json()["status"] == 410
     assert (await http.post("/socket/longpoll?vsn=2.0.0", content="[]")).json() == {"status": 410}
 
 
 async def test_the_last_token_in_the_query_wins_and_the_header_wins_over_it(
-        http: httpx.AsyncClient) -> None:
+    http: httpx.AsyncClient,
+) -> None:
     lp = LP(http)
     await lp.open()
     token = lp.token
     stale = "stale-value"
     body = (await http.get(f"/socket/longpoll?token={stale}&vsn=2.0.0&token={token}")).json()
     assert body["status"] == 204 and body["token"] == token
-    body = (await http.get(f"/socket/longpoll?vsn=2.0.0&token={stale}",
-                           headers={"x-phoenix-longpoll-token": token or ""})).json()
+    body = (
+        await http.get(
+            f"/socket/longpoll?vsn=2.0.0&token={stale}",
+            headers={"x-phoenix-longpoll-token": token or ""},
+        )
+    ).json()
     assert body["status"] == 204
 
 
@@ -231,13 +261,15 @@ async def test_auth_token_header(http: httpx.AsyncClient) -> None:
 
 
 async def test_concurrent_posts_keep_each_batch_in_order_and_lose_nothing(
-        http: httpx.AsyncClient) -> None:
+    http: httpx.AsyncClient,
+) -> None:
     lp = LP(http)
     await lp.open()
     await lp.post(["1", "1", "room:o", "phx_join", {}])
     await lp.messages(1)
-    batches = [[["1", f"{b}-{i}", "room:o", "echo", {"b": b, "i": i}] for i in range(20)]
-               for b in range(5)]
+    batches = [
+        [["1", f"{b}-{i}", "room:o", "echo", {"b": b, "i": i}] for i in range(20)] for b in range(5)
+    ]
     statuses = await asyncio.gather(*(lp.post(*batch) for batch in batches))
     assert all(s == {"status": 200} for s in statuses)
     replies = await lp.messages(100)
@@ -249,7 +281,8 @@ async def test_concurrent_posts_keep_each_batch_in_order_and_lose_nothing(
 
 
 async def test_broadcasts_between_polls_arrive_in_order_exactly_once(
-        server: Server, http: httpx.AsyncClient) -> None:
+    server: Server, http: httpx.AsyncClient
+) -> None:
     lp = LP(http)
     await lp.open()
     await lp.post(["1", "1", "room:b", "phx_join", {}])
@@ -267,8 +300,9 @@ async def test_broadcasts_between_polls_arrive_in_order_exactly_once(
     assert [m[4]["n"] for m in got] == list(range(300))
 
 
-async def test_an_abandoned_session_is_closed_and_cleaned_up(server: Server,
-                                                             http: httpx.AsyncClient) -> None:
+async def test_an_abandoned_session_is_closed_and_cleaned_up(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     endpoint = server.endpoint
     tasks_before = len(asyncio.all_tasks())
     lp = LP(http)
@@ -300,8 +334,11 @@ async def test_disconnect_by_id_ends_the_session(server: Server, http: httpx.Asy
 
 async def test_a_request_on_another_endpoint_reaches_the_session_through_pubsub() -> None:
     shared = PubSub()
-    async with Server(make_endpoint(shared)) as a, Server(make_endpoint(shared)) as b, \
-            httpx.AsyncClient(timeout=10) as http:
+    async with (
+        Server(make_endpoint(shared)) as a,
+        Server(make_endpoint(shared)) as b,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
         first = LP(http, path=f"http://127.0.0.1:{a.port}/socket/longpoll")
         await first.open()
         other = LP(http, path=f"http://127.0.0.1:{b.port}/socket/longpoll")
@@ -318,8 +355,7 @@ async def test_shutdown_answers_waiting_polls_at_once() -> None:
     class SlowWindow(LPSocket):
         longpoll = LongPoll(window=10.0)
 
-    endpoint = Endpoint(sockets={"/socket": SlowWindow}, check_origin=False,
-                        drain_interval=0.0)
+    endpoint = Endpoint(sockets={"/socket": SlowWindow}, check_origin=False, drain_interval=0.0)
     srv = Server(endpoint)
     await srv.__aenter__()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}", timeout=20) as http:
@@ -337,8 +373,9 @@ async def test_shutdown_answers_waiting_polls_at_once() -> None:
     assert [e for e in ENDED if e[0] == "room:s"] == [("room:s", "shutdown:draining")]
 
 
-async def test_a_poll_the_client_abandons_loses_nothing(server: Server,
-                                                       http: httpx.AsyncClient) -> None:
+async def test_a_poll_the_client_abandons_loses_nothing(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     lp = LP(http)
     await lp.open()
     await lp.post(["1", "1", "room:a", "phx_join", {}])
@@ -352,7 +389,8 @@ async def test_a_poll_the_client_abandons_loses_nothing(server: Server,
 
 
 async def test_a_binary_broadcast_skips_long_poll_clients_with_one_warning(
-        server: Server, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    server: Server, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     clients = [LP(http) for _ in range(3)]
     for lp in clients:
         await lp.open()
@@ -385,7 +423,8 @@ async def test_a_session_is_reached_across_processes_sharing_redis() -> None:
 
 
 async def test_a_session_moves_along_its_table_and_refuses_other_events(
-        server: Server, http: httpx.AsyncClient) -> None:
+    server: Server, http: httpx.AsyncClient
+) -> None:
     from phoenix_channels.errors import InvalidTransition
     from phoenix_channels.transports.longpoll.session import SessionState
 

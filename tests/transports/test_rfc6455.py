@@ -26,8 +26,9 @@ from phoenix_channels.transports.rfc6455 import (
 from ..trust.wire import frame
 
 
-def client_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
-                 masked: bool = True) -> bytes:
+def client_frame(
+    opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, masked: bool = True
+) -> bytes:
     return frame(opcode, payload, fin=fin, rsv=4 if rsv1 else 0, masked=masked)
 
 
@@ -43,32 +44,43 @@ def test_server_frames_use_the_three_length_forms() -> None:
 
 
 def test_messages_split_anywhere_are_reassembled() -> None:
-    data = (client_frame(OP_TEXT, b"hello") + client_frame(OP_BINARY, b"x" * 70000)
-            + client_frame(OP_TEXT, "é".encode()[:1], fin=False) + client_frame(OP_PING, b"p")
-            + client_frame(0, "é".encode()[1:]))
+    data = (
+        client_frame(OP_TEXT, b"hello")
+        + client_frame(OP_BINARY, b"x" * 70000)
+        + client_frame(OP_TEXT, "é".encode()[:1], fin=False)
+        + client_frame(OP_PING, b"p")
+        + client_frame(0, "é".encode()[1:])
+    )
     for step in (1, 7, 1000, len(data)):
         parser = FrameParser(10**6)
         out = []
         for i in range(0, len(data), step):
-            out += parser.feed(data[i:i + step])
-        assert out == [(OP_TEXT, b"hello"), (OP_BINARY, b"x" * 70000), (OP_PING, b"p"),
-                       (OP_TEXT, "é".encode())]
+            out += parser.feed(data[i : i + step])
+        assert out == [
+            (OP_TEXT, b"hello"),
+            (OP_BINARY, b"x" * 70000),
+            (OP_PING, b"p"),
+            (OP_TEXT, "é".encode()),
+        ]
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    (client_frame(OP_TEXT, b"a", masked=False), 1002),
-    (client_frame(OP_TEXT, b"a", rsv1=True), 1002),
-    (client_frame(0x3, b"a"), 1002),
-    (client_frame(OP_PING, b"a", fin=False), 1002),
-    (client_frame(OP_PING, b"a" * 126), 1002),
-    (client_frame(0, b"a"), 1002),
-    (client_frame(OP_TEXT, b"\xff\xfe"), 1007),
-    (client_frame(OP_CLOSE, b"\x03"), 1002),
-    (client_frame(OP_CLOSE, struct.pack("!H", 1005)), 1002),
-    (client_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
-    (client_frame(OP_BINARY, b"x" * 101), 1009),
-    (client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_TEXT, b"b"), 1002),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (client_frame(OP_TEXT, b"a", masked=False), 1002),
+        (client_frame(OP_TEXT, b"a", rsv1=True), 1002),
+        (client_frame(0x3, b"a"), 1002),
+        (client_frame(OP_PING, b"a", fin=False), 1002),
+        (client_frame(OP_PING, b"a" * 126), 1002),
+        (client_frame(0, b"a"), 1002),
+        (client_frame(OP_TEXT, b"\xff\xfe"), 1007),
+        (client_frame(OP_CLOSE, b"\x03"), 1002),
+        (client_frame(OP_CLOSE, struct.pack("!H", 1005)), 1002),
+        (client_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
+        (client_frame(OP_BINARY, b"x" * 101), 1009),
+        (client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_TEXT, b"b"), 1002),
+    ],
+)
 def test_protocol_violations_carry_their_close_code(frame: bytes, code: int) -> None:
     with pytest.raises(WebSocketError) as info:
         FrameParser(100).feed(frame)
@@ -114,7 +126,8 @@ def test_compressed_messages_round_trip_and_are_bounded() -> None:
 
 def test_request_heads() -> None:
     method, target, headers = parse_request(
-        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n\r\n")
+        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n\r\n"
+    )
     assert (method, target) == ("GET", "/socket/websocket?vsn=2.0.0")
     assert headers == [(b"host", b"x"), (b"upgrade", b"WebSocket")]
     with pytest.raises(WebSocketError):
@@ -126,24 +139,26 @@ def test_arbitrary_bytes_raise_only_websocket_error(data: bytes) -> None:
     parser = FrameParser(1000, Deflate(15, ""))
     try:
         for i in range(0, len(data), 37):
-            for opcode, payload in parser.feed(data[i:i + 37]):
+            for opcode, payload in parser.feed(data[i : i + 37]):
                 assert opcode in (OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, 0xA)
                 assert isinstance(payload, bytes)
     except WebSocketError as exc:
         assert exc.code in (1002, 1007, 1009)
 
 
-@given(st.lists(st.tuples(st.sampled_from([OP_TEXT, OP_BINARY]), st.binary(max_size=300)),
-                max_size=5), st.integers(1, 50))
-def test_any_sequence_of_messages_round_trips(messages: list[tuple[int, bytes]],
-                                              step: int) -> None:
-    messages = [(op, p.decode("utf-8", "replace").encode() if op == OP_TEXT else p)
-                for op, p in messages]
+@given(
+    st.lists(st.tuples(st.sampled_from([OP_TEXT, OP_BINARY]), st.binary(max_size=300)), max_size=5),
+    st.integers(1, 50),
+)
+def test_any_sequence_of_messages_round_trips(messages: list[tuple[int, bytes]], step: int) -> None:
+    messages = [
+        (op, p.decode("utf-8", "replace").encode() if op == OP_TEXT else p) for op, p in messages
+    ]
     data = b"".join(client_frame(op, p) for op, p in messages)
     parser = FrameParser(10_000)
     out = []
     for i in range(0, len(data), step):
-        out += parser.feed(data[i:i + step])
+        out += parser.feed(data[i : i + step])
     assert out == messages
 
 
@@ -164,8 +179,11 @@ def test_fragmented_text_fails_at_the_fragment_that_breaks_utf8() -> None:
     parser = FrameParser(1000)
     assert parser.feed(client_frame(OP_TEXT, "κόσμε".encode(), fin=False)) == []
     with pytest.raises(WebSocketError) as info:
-        parser.feed(client_frame(0, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80",
-                                 fin=False))
+        parser.feed(
+            client_frame(
+                0, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80", fin=False
+            )
+        )
     assert info.value.code == 1007
     # a character split across fragments is fine
     parser = FrameParser(1000)
@@ -184,9 +202,9 @@ def test_invalid_utf8_fails_before_the_rest_of_its_frame_arrives() -> None:
     data = client_frame(OP_TEXT, payload)
     parser = FrameParser(1000)
     bad_at = len(data) - len(payload) + len("κόσμε".encode()) + 1
-    assert parser.feed(data[:bad_at - 1]) == []
+    assert parser.feed(data[: bad_at - 1]) == []
     with pytest.raises(WebSocketError) as info:
-        parser.feed(data[bad_at - 1:bad_at + 2])  # the frame is far from complete
+        parser.feed(data[bad_at - 1 : bad_at + 2])  # the frame is far from complete
     assert info.value.code == 1007
 
 
@@ -208,7 +226,7 @@ def test_utf8_is_judged_the_same_however_the_bytes_arrive(
     out = []
     try:
         for i in range(0, len(data), step):
-            out += parser.feed(data[i:i + step])
+            out += parser.feed(data[i : i + step])
     except WebSocketError as exc:
         assert not valid and exc.code == 1007
     else:

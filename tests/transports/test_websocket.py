@@ -65,23 +65,37 @@ async def test_join_echo_and_heartbeat(server: Server) -> None:
     async with websockets.connect(server.url + "?vsn=2.0.0") as ws:
         await ws.send(JOIN)
         assert json.loads(await ws.recv()) == [
-            "1", "1", "room:1", "phx_reply", {"response": {"token": None}, "status": "ok"}]
+            "1",
+            "1",
+            "room:1",
+            "phx_reply",
+            {"response": {"token": None}, "status": "ok"},
+        ]
         await ws.send(json.dumps(["1", "2", "room:1", "echo", {"é": "✓"}]))
         assert json.loads(await ws.recv())[4] == {"response": {"é": "✓"}, "status": "ok"}
         await ws.send(bytes.fromhex("0001010604") + b"13room:1echo" + b"\x00\xff")
         assert await ws.recv() == bytes.fromhex("0101010602") + b"13room:1ok" + b"\x00\xff"
         await ws.send(json.dumps([None, "4", "phoenix", "heartbeat", {}]))
         assert json.loads(await ws.recv()) == [
-            None, "4", "phoenix", "phx_reply", {"response": {}, "status": "ok"}]
+            None,
+            "4",
+            "phoenix",
+            "phx_reply",
+            {"response": {}, "status": "ok"},
+        ]
 
 
-@pytest.mark.parametrize(("query", "headers", "status"), [
-    ("?vsn=3.0.0", {}, 403),
-    ("?vsn=2.0.0&token=reject", {}, 403),
-    ("?vsn=2.0.0", {"Origin": "http://evil.example"}, 403),
-])
-async def test_refused_handshakes(server: Server, query: str, headers: dict[str, str],
-                                  status: int) -> None:
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("?vsn=3.0.0", {}, 403),
+        ("?vsn=2.0.0&token=reject", {}, 403),
+        ("?vsn=2.0.0", {"Origin": "http://evil.example"}, 403),
+    ],
+)
+async def test_refused_handshakes(
+    server: Server, query: str, headers: dict[str, str], status: int
+) -> None:
     assert await status_of(server.url + query, additional_headers=headers) == status
 
 
@@ -101,12 +115,15 @@ async def test_auth_token_in_the_subprotocol_header(server: Server) -> None:
         assert json.loads(await ws.recv())[4]["response"] == {"token": "s3cr3t"}
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    ("this is not json", 1011),
-    (json.dumps(["1", "1", "room:x", "phx_join"]), 1011),
-    (b"\x07\x00", 1011),
-    ("x" * 2000, 1009),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("this is not json", 1011),
+        (json.dumps(["1", "1", "room:x", "phx_join"]), 1011),
+        (b"\x07\x00", 1011),
+        ("x" * 2000, 1009),
+    ],
+)
 async def test_bad_frames_close_with_a_code(server: Server, frame: Any, code: int) -> None:
     async with websockets.connect(server.url + "?vsn=2.0.0", max_size=None) as ws:
         await ws.send(frame)
@@ -116,8 +133,10 @@ async def test_bad_frames_close_with_a_code(server: Server, frame: Any, code: in
 
 
 async def test_a_bad_client_does_not_disturb_the_others(server: Server) -> None:
-    async with websockets.connect(server.url + "?vsn=2.0.0") as good, \
-            websockets.connect(server.url + "?vsn=2.0.0") as bad:
+    async with (
+        websockets.connect(server.url + "?vsn=2.0.0") as good,
+        websockets.connect(server.url + "?vsn=2.0.0") as bad,
+    ):
         await good.send(JOIN)
         await good.recv()
         await bad.send(b"\xff\xfe garbage")
@@ -166,8 +185,10 @@ async def test_compression_is_negotiated_and_broadcasts_are_compressed_once(
     monkeypatch.setattr(Deflate, "compress", counting)
     endpoint = make_endpoint(compress=True)
     async with Server(endpoint) as srv:
-        clients = [await websockets.connect(srv.url + "?vsn=2.0.0", compression="deflate")
-                   for _ in range(2)]
+        clients = [
+            await websockets.connect(srv.url + "?vsn=2.0.0", compression="deflate")
+            for _ in range(2)
+        ]
         try:
             for ws in clients:
                 assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
@@ -195,10 +216,12 @@ async def test_a_client_that_stops_reading_is_closed_and_others_still_receive() 
         raw.setblocking(False)
         await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", srv.port))
         reader, writer = await asyncio.open_connection(sock=raw)
-        writer.write(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        writer.write(
+            b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
         await reader.readuntil(b"\r\n\r\n")
         join = JOIN.encode()
         writer.write(bytes((0x81, 0x80 | len(join))) + b"\0\0\0\0" + join)
@@ -251,7 +274,8 @@ async def test_mounted_inside_a_starlette_app() -> None:
     endpoint = make_endpoint()
     async with Server(starlette_app(endpoint), fast=False) as srv:  # type: ignore[arg-type]
         async with websockets.connect(
-                f"ws://127.0.0.1:{srv.port}/rt/socket/websocket?vsn=2.0.0") as ws:
+            f"ws://127.0.0.1:{srv.port}/rt/socket/websocket?vsn=2.0.0"
+        ) as ws:
             await ws.send(JOIN)
             assert json.loads(await ws.recv())[4]["status"] == "ok"
         assert (await http_get(srv.port, "/hello")).endswith(b"hello")

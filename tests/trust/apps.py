@@ -47,17 +47,20 @@ class BlastChannel(Channel):
             presences = 0
             for topic in watched:
                 presences += len(await presence.list(topic))
-            return reply("ok", {
-                "watched_subscribers": sum(endpoint.pubsub.subscribers(t) for t in watched),
-                "presences": presences,
-                "subscribers": endpoint.pubsub.subscribers(payload.get("topic", self.topic)),
-                "topics": endpoint.pubsub.topics(),
-                "channels": sum(1 for o in gc.get_objects() if isinstance(o, Channel)),
-                "sockets": sum(1 for o in gc.get_objects() if isinstance(o, Socket)),
-                "connections": len(endpoint.connections),
-                "tasks": len(asyncio.all_tasks()),
-                "rss_kib": _rss_kib(),
-            })
+            return reply(
+                "ok",
+                {
+                    "watched_subscribers": sum(endpoint.pubsub.subscribers(t) for t in watched),
+                    "presences": presences,
+                    "subscribers": endpoint.pubsub.subscribers(payload.get("topic", self.topic)),
+                    "topics": endpoint.pubsub.topics(),
+                    "channels": sum(1 for o in gc.get_objects() if isinstance(o, Channel)),
+                    "sockets": sum(1 for o in gc.get_objects() if isinstance(o, Socket)),
+                    "connections": len(endpoint.connections),
+                    "tasks": len(asyncio.all_tasks()),
+                    "rss_kib": _rss_kib(),
+                },
+            )
         return None
 
 

@@ -59,13 +59,35 @@ class ServerProcess:
         if self.fast:
             command = ["-m", "phoenix_channels", "serve", self.app]
         else:
-            command = ["-m", "uvicorn", self.app, "--ws", "websockets-sansio", "--loop", "uvloop",
-                       "--http", "httptools", "--lifespan", "on"]
+            command = [
+                "-m",
+                "uvicorn",
+                self.app,
+                "--ws",
+                "websockets-sansio",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--lifespan",
+                "on",
+            ]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.proc = subprocess.Popen(
-            [sys.executable, *command, "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                *command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         async with asyncio.timeout(20):
             while True:

@@ -48,7 +48,9 @@ class UserSocket(Socket):
     async def connect(self, params: dict[str, Any], connect_info: dict[str, Any]) -> bool:
         try:
             self.assigns["user"] = token.verify(
-                self.endpoint, SALT, connect_info["auth_token"] or params.get("token"),
+                self.endpoint,
+                SALT,
+                connect_info["auth_token"] or params.get("token"),
                 max_age=3600,
             )
         except TokenError:
@@ -74,7 +76,9 @@ def good_token() -> str:
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     endpoint = Endpoint(
         sockets={"/socket": UserSocket, "/limited": LimitedSocket, "/named": NamedSocket},
-        check_origin=["//allowed.example"], secret_key_base=SECRET, max_frame_size=65536,
+        check_origin=["//allowed.example"],
+        secret_key_base=SECRET,
+        max_frame_size=65536,
     )
     async with Server(endpoint, fast=request.param) as srv:
         yield srv
@@ -84,7 +88,8 @@ def url(srv: Server, path: str = "/socket", **query: str) -> str:
     query.setdefault("vsn", "2.0.0")
     query.setdefault("token", good_token())
     return f"ws://127.0.0.1:{srv.port}{path}/websocket?" + "&".join(
-        f"{k}={v}" for k, v in query.items())
+        f"{k}={v}" for k, v in query.items()
+    )
 
 
 def target(path: str = "/socket", **query: str) -> str:
@@ -104,11 +109,19 @@ class Bystander:
         await self.srv.endpoint.broadcast("room:bystander", "tick", {"n": self.n})
         async with asyncio.timeout(5):
             assert json.loads(await self.ws.recv()) == [
-                None, None, "room:bystander", "tick", {"n": self.n}]
-            await self.ws.send(json.dumps(["1", str(self.n), "room:bystander", "echo",
-                                           {"n": self.n}]))
-            assert json.loads(await self.ws.recv())[4] == {"response": {"n": self.n},
-                                                           "status": "ok"}
+                None,
+                None,
+                "room:bystander",
+                "tick",
+                {"n": self.n},
+            ]
+            await self.ws.send(
+                json.dumps(["1", str(self.n), "room:bystander", "echo", {"n": self.n}])
+            )
+            assert json.loads(await self.ws.recv())[4] == {
+                "response": {"n": self.n},
+                "status": "ok",
+            }
 
 
 @pytest.fixture
@@ -141,14 +154,16 @@ CLOSING_CASES: list[tuple[str, bytes, int]] = [
     ("ref that is a float", frame(TEXT, b'["1",2.5,"room:1","echo",{}]'), 1011),
     ("topic of the wrong type", frame(TEXT, b'["1","2",7,"echo",{}]'), 1011),
     ("event of the wrong type", frame(TEXT, b'["1","2","room:1",null,{}]'), 1011),
-    ("invalid UTF-8 in a text frame", frame(TEXT, b'["1","2","room:1","echo",{"\xff":1}]'),
-     1007),
+    ("invalid UTF-8 in a text frame", frame(TEXT, b'["1","2","room:1","echo",{"\xff":1}]'), 1007),
     ("a binary frame that is not a push", frame(BINARY, b"\x01\x00\x00\x00\x00"), 1011),
     ("a truncated binary frame", frame(BINARY, b"\x00\x05\x05\x06\x04ab"), 1011),
     ("binary garbage", frame(BINARY, bytes(range(256))[::-1]), 1011),
     ("a frame over max_frame_size", frame(TEXT, b'"' + b"x" * 70000 + b'"'), 1009),
-    ("nesting past the JSON decoder's own limit",
-     frame(TEXT, b'["1","2","room:1","echo",' + b"[" * 2000 + b"]" * 2000 + b"]"), 1011),
+    (
+        "nesting past the JSON decoder's own limit",
+        frame(TEXT, b'["1","2","room:1","echo",' + b"[" * 2000 + b"]" * 2000 + b"]"),
+        1011,
+    ),
     ("an unmasked frame", frame(TEXT, b"[]", masked=False), 1002),
     ("reserved bits", frame(TEXT, b"[]", rsv=0b011), 1002),
     ("an unknown opcode", frame(0x5, b"x"), 1002),
@@ -157,8 +172,9 @@ CLOSING_CASES: list[tuple[str, bytes, int]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "data", "code"), CLOSING_CASES,
-                         ids=[case[0] for case in CLOSING_CASES])
+@pytest.mark.parametrize(
+    ("name", "data", "code"), CLOSING_CASES, ids=[case[0] for case in CLOSING_CASES]
+)
 async def test_bad_frames_close_only_their_connection(
     server: Server, bystander: Bystander, name: str, data: bytes, code: int
 ) -> None:
@@ -208,11 +224,18 @@ async def test_wrong_payload_types_reach_the_channel_and_crash_only_it(
 ) -> None:
     client = await joined(server)
     client.send_json(["2", "2", "room:2", "phx_join", "not an object"])
-    assert (await client.recv_json())[4] == {"response": {"reason": "join crashed"},
-                                             "status": "error"}
+    assert (await client.recv_json())[4] == {
+        "response": {"reason": "join crashed"},
+        "status": "error",
+    }
     client.send_json(["1", "3", "room:1", "field", ["a", "list"]])
-    assert await client.recv_json() == ["1", "1", "room:1", "phx_error",
-                                        {"reason": "channel_crash"}]
+    assert await client.recv_json() == [
+        "1",
+        "1",
+        "room:1",
+        "phx_error",
+        {"reason": "channel_crash"},
+    ]
     client.send_json(["4", "4", "room:1", "phx_join", {}])  # and it rejoins
     assert (await client.recv_json())[4]["status"] == "ok"
     client.close()
@@ -226,9 +249,13 @@ async def test_deeply_nested_payloads_get_an_error_reply(
     for _ in range(20):
         deep = {"d": deep}
     client.send_json(["1", "2", "room:1", "echo", deep])
-    assert await client.recv_json() == ["1", "2", "room:1", "phx_reply",
-                                        {"response": {"reason": "payload nested too deeply"},
-                                         "status": "error"}]
+    assert await client.recv_json() == [
+        "1",
+        "2",
+        "room:1",
+        "phx_reply",
+        {"response": {"reason": "payload nested too deeply"}, "status": "error"},
+    ]
     shallow: Any = {"d": {"d": [1, [2, {"e": "[[[[[[[[[[[[["}]]}}
     client.send_json(["1", "3", "room:1", "echo", shallow])
     assert (await client.recv_json())[4] == {"response": shallow, "status": "ok"}
@@ -241,14 +268,19 @@ async def test_a_push_flood_is_answered_with_rate_limit_errors(
     client = await joined(server, "/limited")
     started = time.monotonic()
     count = 60
-    client.send(b"".join(frame(TEXT, json.dumps(["1", str(n), "room:1", "echo", {}]).encode())
-                         for n in range(count)))
+    client.send(
+        b"".join(
+            frame(TEXT, json.dumps(["1", str(n), "room:1", "echo", {}]).encode())
+            for n in range(count)
+        )
+    )
     answers = [(await client.recv_json())[4] for _ in range(count)]  # one per push
     statuses = [a["status"] for a in answers]
     if time.monotonic() - started < 1.0:  # the whole burst fell in one second
         assert statuses.count("ok") == 19  # the join took one of the 20
         assert {a["response"]["reason"] for a in answers if a["status"] == "error"} == {
-            "rate limit exceeded"}
+            "rate limit exceeded"
+        }
     else:  # a very slow machine: still, every push got an answer, and some were limited
         assert "error" in statuses
     client.close()
@@ -259,8 +291,12 @@ async def test_a_join_flood_is_bounded_by_max_channels(
 ) -> None:
     client = await RawClient.connect(server.port, target())
     count = 150
-    client.send(b"".join(frame(TEXT, json.dumps([str(n), str(n), f"room:{n}", "phx_join",
-                                                 {}]).encode()) for n in range(count)))
+    client.send(
+        b"".join(
+            frame(TEXT, json.dumps([str(n), str(n), f"room:{n}", "phx_join", {}]).encode())
+            for n in range(count)
+        )
+    )
     replies = [await client.recv_json() for _ in range(count)]
     ok = [r for r in replies if r[4]["status"] == "ok"]
     refused = [r for r in replies if r[4]["status"] == "error"]
@@ -279,8 +315,10 @@ def tampered() -> str:
 
 
 TOKEN_CASES: list[tuple[str, Callable[[], str | None]]] = [
-    ("forged with another secret",
-     lambda: token.sign("another secret key base of enough bytes", SALT, {"id": 1})),
+    (
+        "forged with another secret",
+        lambda: token.sign("another secret key base of enough bytes", SALT, {"id": 1}),
+    ),
     ("signed for another salt", lambda: token.sign(SECRET, "other salt", {"id": 1})),
     ("tampered", tampered),
     ("expired", lambda: token.sign(SECRET, SALT, {"id": 1}, signed_at=time.time() - 7200)),
@@ -290,8 +328,9 @@ TOKEN_CASES: list[tuple[str, Callable[[], str | None]]] = [
 
 
 @pytest.mark.parametrize(("name", "make"), TOKEN_CASES, ids=[c[0] for c in TOKEN_CASES])
-async def test_bad_tokens_are_refused_with_403(server: Server, bystander: Bystander,
-                                               name: str, make: Callable[[], str | None]) -> None:
+async def test_bad_tokens_are_refused_with_403(
+    server: Server, bystander: Bystander, name: str, make: Callable[[], str | None]
+) -> None:
     bad = make()
     query = {"vsn": "2.0.0", "token": bad} if bad is not None else {"vsn": "2.0.0"}
     path = "/socket/websocket?" + "&".join(f"{k}={v}" for k, v in query.items())
@@ -309,28 +348,39 @@ async def test_bad_tokens_are_refused_with_403(server: Server, bystander: Bystan
 async def test_a_good_token_in_the_subprotocol_header(server: Server) -> None:
     encoded = base64.urlsafe_b64encode(good_token().encode()).decode().rstrip("=")
     protocols = ["phoenix", f"base64url.bearer.phx.{encoded}"]
-    async with websockets.connect(f"ws://127.0.0.1:{server.port}/socket/websocket?vsn=2.0.0",
-                                  subprotocols=protocols) as ws:  # type: ignore[arg-type]
+    async with websockets.connect(
+        f"ws://127.0.0.1:{server.port}/socket/websocket?vsn=2.0.0", subprotocols=protocols
+    ) as ws:  # type: ignore[arg-type]
         assert ws.subprotocol == "phoenix"
 
 
-@pytest.mark.parametrize(("name", "path", "headers", "status"), [
-    ("a cross-origin upgrade", target(), {"Origin": "https://evil.example"}, 403),
-    ("an unknown serializer version", target(vsn="9.9.9"), {}, 403),
-    ("a vsn that is not a version", target(vsn="two"), {}, 403),
-    ("a malformed auth token header", "/socket/websocket?vsn=2.0.0",
-     {"Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.%%%"}, 400),
-], ids=lambda value: value if isinstance(value, str) and " " in value else "")
-async def test_refused_handshakes(server: Server, bystander: Bystander, name: str, path: str,
-                                  headers: dict[str, str], status: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "path", "headers", "status"),
+    [
+        ("a cross-origin upgrade", target(), {"Origin": "https://evil.example"}, 403),
+        ("an unknown serializer version", target(vsn="9.9.9"), {}, 403),
+        ("a vsn that is not a version", target(vsn="two"), {}, 403),
+        (
+            "a malformed auth token header",
+            "/socket/websocket?vsn=2.0.0",
+            {"Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.%%%"},
+            400,
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) and " " in value else "",
+)
+async def test_refused_handshakes(
+    server: Server, bystander: Bystander, name: str, path: str, headers: dict[str, str], status: int
+) -> None:
     with pytest.raises(Refused) as info:
         await RawClient.connect(server.port, path, headers)
     assert info.value.status == status, name
 
 
 async def test_connections_per_client_address() -> None:
-    endpoint = Endpoint(sockets={"/socket": UserSocket}, secret_key_base=SECRET,
-                        max_connections_per_client=2)
+    endpoint = Endpoint(
+        sockets={"/socket": UserSocket}, secret_key_base=SECRET, max_connections_per_client=2
+    )
     async with Server(endpoint) as srv:
         first = await RawClient.connect(srv.port, target())
         second = await RawClient.connect(srv.port, target())

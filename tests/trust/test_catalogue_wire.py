@@ -97,8 +97,12 @@ class EchoParams(RawSocket):
 async def server(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     TERMINATED.clear()
     endpoint = Endpoint(
-        sockets={"/ws/admin": UserSocket, "/ws/connect_info": UserSocket,
-                 "/ws/one": OneChannelSocket, "/raw": EchoParams},
+        sockets={
+            "/ws/admin": UserSocket,
+            "/ws/connect_info": UserSocket,
+            "/ws/one": OneChannelSocket,
+            "/raw": EchoParams,
+        },
         check_origin=["//example.com"],
     )
     async with Server(endpoint, fast=request.param) as srv:
@@ -114,8 +118,9 @@ async def recv(ws: Any) -> Any:
         return json.loads(await ws.recv())
 
 
-async def join(ws: Any, topic: str, join_ref: str = "11", ref: str = "1",
-               payload: Any = None) -> Any:
+async def join(
+    ws: Any, topic: str, join_ref: str = "11", ref: str = "1", payload: Any = None
+) -> Any:
     await ws.send(json.dumps([join_ref, ref, topic, "phx_join", payload or {}]))
     return await recv(ws)
 
@@ -134,16 +139,33 @@ async def wait_for(condition: Any, what: str) -> None:
 async def test_a1_nested_path_and_refs_v2(server: Server) -> None:
     async with websockets.connect(url(server)) as ws:
         assert await join(ws, "room:lobby") == [
-            "11", "1", "room:lobby", "phx_reply", {"response": {}, "status": "ok"}]
+            "11",
+            "1",
+            "room:lobby",
+            "phx_reply",
+            {"response": {}, "status": "ok"},
+        ]
 
 
 async def test_a1_nested_path_and_refs_v1(server: Server) -> None:
     async with websockets.connect(url(server, vsn="1.0.0")) as ws:
-        await ws.send(json.dumps({"topic": "room:lobby", "event": "phx_join", "payload": {},
-                                  "ref": "1", "join_ref": "11"}))
-        assert await recv(ws) == {"event": "phx_reply", "payload": {"response": {},
-                                                                     "status": "ok"},
-                                  "ref": "1", "topic": "room:lobby"}  # no join_ref in V1
+        await ws.send(
+            json.dumps(
+                {
+                    "topic": "room:lobby",
+                    "event": "phx_join",
+                    "payload": {},
+                    "ref": "1",
+                    "join_ref": "11",
+                }
+            )
+        )
+        assert await recv(ws) == {
+            "event": "phx_reply",
+            "payload": {"response": {}, "status": "ok"},
+            "ref": "1",
+            "topic": "room:lobby",
+        }  # no join_ref in V1
 
 
 async def test_a2_a3_after_join_push_broadcast_and_intercept(server: Server) -> None:
@@ -152,8 +174,13 @@ async def test_a2_a3_after_join_push_broadcast_and_intercept(server: Server) -> 
         assert await recv(ws) == ["11", None, "room:lobby", "joined", {"status": "connected"}]
         assert await recv(ws) == [None, None, "room:lobby", "user_entered", {"user": None}]
         await ws.send(json.dumps(["11", "2", "room:lobby", "new_msg", {"body": "hi!"}]))
-        assert await recv(ws) == ["11", None, "room:lobby", "new_msg",
-                                  {"body": "hi!", "transport": "websocket"}]
+        assert await recv(ws) == [
+            "11",
+            None,
+            "room:lobby",
+            "new_msg",
+            {"body": "hi!", "transport": "websocket"},
+        ]
 
 
 async def test_a4_a5_leave(server: Server) -> None:
@@ -167,8 +194,13 @@ async def test_a4_a5_leave(server: Server) -> None:
         assert ["11", None, "room:lobby", "you_left", {"message": "bye!"}] in frames
         assert TERMINATED == [("room:lobby", "shutdown:left")]
         await ws.send(json.dumps(["11", "3", "room:lobby", "new_msg", {"body": "x"}]))
-        assert await recv(ws) == [None, "3", "room:lobby", "phx_reply",
-                                  {"response": {"reason": "unmatched topic"}, "status": "error"}]
+        assert await recv(ws) == [
+            None,
+            "3",
+            "room:lobby",
+            "phx_reply",
+            {"response": {"reason": "unmatched topic"}, "status": "error"},
+        ]
 
 
 async def test_a6_the_101st_join_is_refused(server: Server) -> None:
@@ -182,8 +214,12 @@ async def test_a6_the_101st_join_is_refused(server: Server) -> None:
         assert all(events == {"phx_reply", "joined", "user_entered"} for events in seen.values())
         assert len(seen) == 100
         assert await join(ws, "room:101", "111", "101") == [
-            "111", "101", "room:101", "phx_reply",
-            {"response": {"reason": "too many channels joined"}, "status": "error"}]
+            "111",
+            "101",
+            "room:101",
+            "phx_reply",
+            {"response": {"reason": "too many channels joined"}, "status": "error"},
+        ]
 
 
 async def test_a7_one_channel_per_transport(server: Server) -> None:
@@ -191,19 +227,28 @@ async def test_a7_one_channel_per_transport(server: Server) -> None:
         await join(ws, "room:1")
         await recv(ws), await recv(ws)
         assert (await join(ws, "room:2", "12", "2"))[4] == {
-            "response": {"reason": "too many channels joined"}, "status": "error"}
+            "response": {"reason": "too many channels joined"},
+            "status": "error",
+        }
 
 
 # -- A8-A13: connect_info --------------------------------------------------------------------
 
 
 async def test_a8_to_a13_connect_info(server: Server) -> None:
-    headers = {"x-application": "trust", "traceparent": "00-abc-def-01", "tracestate": "k=v",
-               "user-agent": "catalogue/1.0"}
-    async with websockets.connect(url(server, "/ws/connect_info", extra="&a=1"),
-                                  additional_headers=headers, user_agent_header=None,
-                                  subprotocols=["phoenix"],  # type: ignore[list-item]
-                                  compression="deflate") as ws:
+    headers = {
+        "x-application": "trust",
+        "traceparent": "00-abc-def-01",
+        "tracestate": "k=v",
+        "user-agent": "catalogue/1.0",
+    }
+    async with websockets.connect(
+        url(server, "/ws/connect_info", extra="&a=1"),
+        additional_headers=headers,
+        user_agent_header=None,
+        subprotocols=["phoenix"],  # type: ignore[list-item]
+        compression="deflate",
+    ) as ws:
         info = (await join(ws, "room:info"))[4]["response"]["info"]
     assert ["x-application", "trust"] in info["x_headers"]
     assert ["traceparent", "00-abc-def-01"] in info["trace_context_headers"]
@@ -214,7 +259,10 @@ async def test_a8_to_a13_connect_info(server: Server) -> None:
     assert info["peer_data"]["address"] == "127.0.0.1" and info["peer_data"]["port"] > 0
     uri = info["uri"]
     assert (uri["host"], uri["port"], uri["path"]) == (
-        "127.0.0.1", server.port, "/ws/connect_info/websocket")
+        "127.0.0.1",
+        server.port,
+        "/ws/connect_info/websocket",
+    )
     assert uri["query"] == "vsn=2.0.0&a=1" and uri["scheme"] == "ws"
     assert info["user_agent"] == "catalogue/1.0"
 
@@ -229,34 +277,49 @@ async def test_a18_a19_crash_and_client_close(server: Server) -> None:
         for _ in range(4):
             await recv(ws)
         await ws.send(json.dumps(["11", "3", "room:lobby", "boom", {}]))
-        assert await recv(ws) == ["11", "11", "room:lobby", "phx_error",
-                                  {"reason": "channel_crash"}]
+        assert await recv(ws) == [
+            "11",
+            "11",
+            "room:lobby",
+            "phx_error",
+            {"reason": "channel_crash"},
+        ]
     await wait_for(lambda: len(TERMINATED) == 2, "both channels to terminate")
     assert TERMINATED[0][0] == "room:lobby" and "RuntimeError" in TERMINATED[0][1]
     assert TERMINATED[1] == ("room:other", "shutdown:closed")
 
 
-async def test_a20_a28_unmatched_topics(server: Server,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_a20_a28_unmatched_topics(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     async with websockets.connect(url(server)) as ws:
         await ws.send(json.dumps(["11", "1", "room:never", "new_msg", {}]))
-        assert await recv(ws) == [None, "1", "room:never", "phx_reply",
-                                  {"response": {"reason": "unmatched topic"}, "status": "error"}]
+        assert await recv(ws) == [
+            None,
+            "1",
+            "room:never",
+            "phx_reply",
+            {"response": {"reason": "unmatched topic"}, "status": "error"},
+        ]
         with caplog.at_level(logging.WARNING, "phoenix_channels.socket"):
             assert await join(ws, "unrouted:1", "12", "2") == [
-                None, "2", "unrouted:1", "phx_reply",
-                {"response": {"reason": "unmatched topic"}, "status": "error"}]
+                None,
+                "2",
+                "unrouted:1",
+                "phx_reply",
+                {"response": {"reason": "unmatched topic"}, "status": "error"},
+            ]
     assert "ignoring unmatched topic 'unrouted:1'" in caplog.text
 
 
 async def test_a21_a22_b2_origin_and_refused_connect(server: Server) -> None:
     for path in ("/ws/admin", "/raw"):
-        good = await RawClient.connect(server.port, f"{path}/websocket?vsn=2.0.0",
-                                       {"Origin": "https://example.com"})
+        good = await RawClient.connect(
+            server.port, f"{path}/websocket?vsn=2.0.0", {"Origin": "https://example.com"}
+        )
         good.close()
         with pytest.raises(Refused) as info:
-            await RawClient.connect(server.port, f"{path}/websocket?vsn=2.0.0",
-                                    {"Origin": "http://notallowed.com"})
+            await RawClient.connect(
+                server.port, f"{path}/websocket?vsn=2.0.0", {"Origin": "http://notallowed.com"}
+            )
         assert info.value.status == 403
     with pytest.raises(Refused) as info:
         await RawClient.connect(server.port, "/ws/admin/websocket?vsn=2.0.0&reject=1")
@@ -288,8 +351,10 @@ async def test_a25_duplicate_join(server: Server) -> None:
 async def test_a26_unsupported_vsn_is_refused_and_logged(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, "phoenix_channels.endpoint"), \
-            pytest.raises(Refused) as info:
+    with (
+        caplog.at_level(logging.WARNING, "phoenix_channels.endpoint"),
+        pytest.raises(Refused) as info,
+    ):
         await RawClient.connect(server.port, "/ws/admin/websocket?vsn=123.1.1")
     assert info.value.status == 403
     assert "unsupported vsn '123.1.1'" in caplog.text
@@ -298,13 +363,26 @@ async def test_a26_unsupported_vsn_is_refused_and_logged(
 async def test_a29_join_outcomes_and_a_custom_close_event(server: Server) -> None:
     async with websockets.connect(url(server)) as ws:
         assert await join(ws, "room:error", "11", "1") == [
-            "11", "1", "room:error", "phx_reply",
-            {"response": {"reason": "custom error"}, "status": "error"}]
+            "11",
+            "1",
+            "room:error",
+            "phx_reply",
+            {"response": {"reason": "custom error"}, "status": "error"},
+        ]
         assert await join(ws, "room:raise", "12", "2") == [
-            "12", "2", "room:raise", "phx_reply",
-            {"response": {"reason": "join crashed"}, "status": "error"}]
+            "12",
+            "2",
+            "room:raise",
+            "phx_reply",
+            {"response": {"reason": "join crashed"}, "status": "error"},
+        ]
         assert await join(ws, "room:ok", "13", "3") == [
-            "13", "3", "room:ok", "phx_reply", {"response": {}, "status": "ok"}]
+            "13",
+            "3",
+            "room:ok",
+            "phx_reply",
+            {"response": {}, "status": "ok"},
+        ]
         await recv(ws), await recv(ws)
         await ws.send(json.dumps(["13", "4", "room:ok", "close", {}]))
         assert await recv(ws) == ["13", "13", "room:ok", "phx_close", {}]
@@ -324,8 +402,9 @@ async def test_b1_a_plain_get_is_told_to_upgrade(server: Server) -> None:
 
 
 async def test_b4_b5_b6_raw_socket_replies_controls_and_info(server: Server) -> None:
-    async with websockets.connect(f"ws://127.0.0.1:{server.port}/raw/websocket?vsn=2.0.0&a=b",
-                                  ping_interval=None) as ws:
+    async with websockets.connect(
+        f"ws://127.0.0.1:{server.port}/raw/websocket?vsn=2.0.0&a=b", ping_interval=None
+    ) as ws:
         await ws.send("params?")
         assert json.loads(await ws.recv()) == {"a": "b", "vsn": "2.0.0"}
         pong = await ws.ping(b"payload")

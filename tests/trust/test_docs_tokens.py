@@ -38,9 +38,10 @@ async def test_the_documented_token_socket(monkeypatch: pytest.MonkeyPatch) -> N
     async with Server(example["endpoint"]) as srv:
         base = f"ws://127.0.0.1:{srv.port}/socket/websocket?vsn=2.0.0"
         encoded = base64.urlsafe_b64encode(signed.encode()).decode().rstrip("=")
-        for options in ({"uri": f"{base}&token={signed}"},
-                        {"uri": base, "subprotocols": ["phoenix",
-                                                       f"base64url.bearer.phx.{encoded}"]}):
+        for options in (
+            {"uri": f"{base}&token={signed}"},
+            {"uri": base, "subprotocols": ["phoenix", f"base64url.bearer.phx.{encoded}"]},
+        ):
             async with websockets.connect(**options) as ws:
                 await ws.send('["1","1","room:1","phx_join",{}]')
                 assert '"response":{"user_id":42}' in await ws.recv()

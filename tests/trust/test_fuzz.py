@@ -72,22 +72,39 @@ class FuzzSocket(Socket):
     max_messages_per_second = 40
 
 
-refs = st.one_of(st.none(), st.integers(-3, 30), st.sampled_from(["1", "2", "3", ""]),
-                 st.text(max_size=3), st.floats(allow_nan=False), st.booleans(),
-                 st.lists(st.integers(-5, 5), max_size=1))
-topics = st.one_of(st.sampled_from(["room:1", "room:2", "room:3", "room:4", "phoenix", "x"]),
-                   st.text(max_size=8), st.integers(-5, 5))
-events = st.one_of(st.sampled_from(["phx_join", "phx_leave", "heartbeat", "echo", "crash",
-                                    "stop", "shout", "wait", "nothing"]),
-                   st.text(max_size=6), st.none())
+refs = st.one_of(
+    st.none(),
+    st.integers(-3, 30),
+    st.sampled_from(["1", "2", "3", ""]),
+    st.text(max_size=3),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.lists(st.integers(-5, 5), max_size=1),
+)
+topics = st.one_of(
+    st.sampled_from(["room:1", "room:2", "room:3", "room:4", "phoenix", "x"]),
+    st.text(max_size=8),
+    st.integers(-5, 5),
+)
+events = st.one_of(
+    st.sampled_from(
+        ["phx_join", "phx_leave", "heartbeat", "echo", "crash", "stop", "shout", "wait", "nothing"]
+    ),
+    st.text(max_size=6),
+    st.none(),
+)
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.text(max_size=5)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=12,
 )
-payloads = st.one_of(json_values, st.fixed_dictionaries({}, optional={
-    "refuse": st.booleans(), "wait": st.booleans()}), st.just({"deep": [[[[[[[[1]]]]]]]]}))
+payloads = st.one_of(
+    json_values,
+    st.fixed_dictionaries({}, optional={"refuse": st.booleans(), "wait": st.booleans()}),
+    st.just({"deep": [[[[[[[[1]]]]]]]]}),
+)
 
 
 @st.composite
@@ -100,17 +117,27 @@ def text_message(draw: Any) -> tuple[bytes, bool]:
 
 @st.composite
 def binary_push(draw: Any) -> tuple[bytes, bool]:
-    fields = [draw(st.binary(max_size=4)), draw(st.binary(max_size=3)),
-              draw(st.sampled_from([b"room:1", b"room:2", b"\xff\xfe", b""])),
-              draw(st.sampled_from([b"echo", b"shout", b"crash", b"\xc3"]))]
+    fields = [
+        draw(st.binary(max_size=4)),
+        draw(st.binary(max_size=3)),
+        draw(st.sampled_from([b"room:1", b"room:2", b"\xff\xfe", b""])),
+        draw(st.sampled_from([b"echo", b"shout", b"crash", b"\xc3"])),
+    ]
     kind = draw(st.sampled_from([0, 0, 0, 1, 2, 7]))
     return bytes((kind, *map(len, fields))) + b"".join(fields) + draw(st.binary(max_size=8)), True
 
 
-frames = st.lists(st.one_of(
-    text_message(), text_message(), text_message(), binary_push(),
-    st.tuples(st.binary(max_size=20), st.booleans()),
-), min_size=1, max_size=25)
+frames = st.lists(
+    st.one_of(
+        text_message(),
+        text_message(),
+        text_message(),
+        binary_push(),
+        st.tuples(st.binary(max_size=20), st.booleans()),
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 async def run(sequence: list[tuple[bytes, bool]]) -> None:
@@ -127,7 +154,7 @@ async def run(sequence: list[tuple[bytes, bool]]) -> None:
             pass
         if binary and len(data) >= 5 and data[0] == 0:
             end = 5 + data[1]
-            sent_refs.add(orjson.dumps(data[end:end + data[2]].decode(errors="replace")))
+            sent_refs.add(orjson.dumps(data[end : end + data[2]].decode(errors="replace")))
         client.socket.receive(data, binary)  # must never raise
         await asyncio.sleep(0)
         assert client.socket.channel_count <= FuzzSocket.max_channels
@@ -155,8 +182,11 @@ async def run(sequence: list[tuple[bytes, bool]]) -> None:
     await endpoint.stop()
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(frames)
 def test_any_sequence_of_frames_is_handled_safely(sequence: list[tuple[bytes, bool]]) -> None:
     asyncio.run(run(sequence))

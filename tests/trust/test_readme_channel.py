@@ -83,9 +83,21 @@ def readme_test() -> str:
 
 def run_pytest(project: Path, *options: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
-         "asyncio_default_fixture_loop_scope=function", *options],
-        cwd=project, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+            *options,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "CI": ""},
     )
     return result.stdout + result.stderr

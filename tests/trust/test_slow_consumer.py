@@ -34,10 +34,12 @@ async def slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=raw)
     client = RawClient(reader, writer)
-    writer.write(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    writer.write(
+        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
     async with asyncio.timeout(5):
         await reader.readuntil(b"\r\n\r\n")
     client.send_json(["1", "1", TOPIC, "phx_join", {}])
@@ -56,8 +58,10 @@ async def ask(ws: Any, ref: str, event: str, payload: dict[str, Any]) -> Any:
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "asgi"])
 async def test_a_slow_consumer_is_dropped_and_memory_stays_bounded(fast: bool) -> None:
-    async with ServerProcess("tests.trust.apps:endpoint", fast=fast) as server, \
-            websockets.connect(server.url, max_size=None) as good:
+    async with (
+        ServerProcess("tests.trust.apps:endpoint", fast=fast) as server,
+        websockets.connect(server.url, max_size=None) as good,
+    ):
         await good.send(json.dumps(["1", "1", TOPIC, "phx_join", {}]))
         assert json.loads(await good.recv())[4]["status"] == "ok"
         _reader, writer = await slow_reader(server.port)
@@ -67,8 +71,9 @@ async def test_a_slow_consumer_is_dropped_and_memory_stays_bounded(fast: bool) -
         baseline = server.peak_kib()
         received = 0
         for batch in range(BATCHES):
-            await good.send(json.dumps(["1", f"b{batch}", TOPIC, "blast",
-                                        {"count": BATCH, "size": SIZE}]))
+            await good.send(
+                json.dumps(["1", f"b{batch}", TOPIC, "blast", {"count": BATCH, "size": SIZE}])
+            )
             async with asyncio.timeout(10):
                 while True:
                     frame = json.loads(await good.recv())
@@ -84,5 +89,6 @@ async def test_a_slow_consumer_is_dropped_and_memory_stays_bounded(fast: bool) -
         assert stats["subscribers"] == 1, "the slow consumer was not dropped"
         assert growth_mib < stream_mib / 3, (
             f"the server's peak RSS grew by {growth_mib:.1f} MiB during a {stream_mib:.0f} MiB "
-            "stream to a client that does not read")
+            "stream to a client that does not read"
+        )
         writer.close()

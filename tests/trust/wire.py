@@ -27,8 +27,9 @@ class Refused(Exception):
         self.status = status
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
-          masked: bool = True) -> bytes:
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True
+) -> bytes:
     """One client frame: masked with a random key unless ``masked`` is False."""
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     n = len(payload)
@@ -51,12 +52,21 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, target: str = "/socket/websocket?vsn=2.0.0",
-                      headers: dict[str, str] | None = None) -> RawClient:
+    async def connect(
+        cls,
+        port: int,
+        target: str = "/socket/websocket?vsn=2.0.0",
+        headers: dict[str, str] | None = None,
+    ) -> RawClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-                 "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode()]
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         async with asyncio.timeout(WAIT):
