@@ -22,8 +22,9 @@ Per master this node holds:
 
 Following the cluster:
 
-* **Slot moves.** ``SPUBLISH``/``SSUBSCRIBE`` answered with ``-MOVED`` make
-  the adapter re-read the slot map and retry on the new owner. When a slot
+* **Slot moves.** ``SPUBLISH``/``SSUBSCRIBE`` answered with ``-MOVED`` are
+  retried at once on the owner the answer names (the slot map is updated
+  from it: a re-read could reach a node not yet told of the move). When a slot
   migrates away, its old master sends an ``sunsubscribe`` push for each of
   its channels; the adapter marks them unconfirmed, re-reads the map and
   subscribes them again on the new owner, without dropping the link (a
@@ -433,8 +434,11 @@ class RedisClusterAdapter(EngineAdapter):
                 if isinstance(result, RedisConnectionError):
                     raise result
                 if isinstance(result, RedisError):
-                    if _moved_to(result) is not None and attempt < _MOVED_RETRIES:
-                        self._refresh_needed = True
+                    target = _moved_to(result)
+                    if target is not None and attempt < _MOVED_RETRIES:
+                        # The node that answered knows the slot's owner: go there now
+                        # (a map re-read could come from a node not yet told of it).
+                        self._slots[key_slot(group[0])] = target
                         todo.extend(group)
                         continue
                     raise EngineRefused(str(result))
@@ -473,9 +477,10 @@ class RedisClusterAdapter(EngineAdapter):
             except RedisConnectionError:
                 raise
             except RedisError as exc:
-                if _moved_to(exc) is None or attempt == _MOVED_RETRIES:
+                target = _moved_to(exc)
+                if target is None or attempt == _MOVED_RETRIES:
                     raise
-                self._refresh_needed = True
+                self._slots[key_slot(channel)] = target  # the answer names the owner
 
     async def _ping(self) -> None:
         conns = [*self._subs.values(), *self._pubs.values()]
