@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket as socketlib
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from phoenix_channels import Channel, Endpoint, JoinError, Socket, reply, telemetry
 
 from .support import Server
+from .trust.wire import RawClient, frame
 
 
 class RoomChannel(Channel):
@@ -82,31 +82,13 @@ class Session:
 
 async def slow_client(port: int) -> tuple[asyncio.StreamWriter, str, str]:
     """Joins room:slow, reads the reply, then never reads again."""
-    raw = socketlib.socket()
-    raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=raw)
-    writer.write(
-        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    async with asyncio.timeout(5):
-        await reader.readuntil(b"\r\n\r\n")
+    client = await RawClient.connect(port, receive_buffer=4096)
     join = json.dumps(["1", "1", "room:slow", "phx_join", {}])
-    data = join.encode()
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-    writer.write(bytes([0x81, 0x80 | len(data)]) + mask + masked)
-    async with asyncio.timeout(5):
-        head = await reader.readexactly(2)
-        length = head[1]
-        assert length < 126
-        answer = (await reader.readexactly(length)).decode()
-    assert json.loads(answer)[4]["status"] == "ok"
-    return writer, join, answer
+    client.send(frame(0x1, join.encode()))
+    opcode, payload = await client.recv()
+    answer = payload.decode()
+    assert opcode == 0x1 and json.loads(answer)[4]["status"] == "ok"
+    return client.writer, join, answer
 
 
 async def test_a_scripted_session_shows_exact_counts() -> None:

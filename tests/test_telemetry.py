@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket as socketlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from phoenix_channels.presence import Presence
 
 from .pubsub.engines import OwnServer, unique_prefix, wait_until
 from .support import Server
+from .trust.wire import RawClient
 
 Record = tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]
 
@@ -229,20 +229,8 @@ async def test_socket_and_channel_events(recorder: Recorder, fast: bool) -> None
 
 
 async def slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    raw = socketlib.socket()
-    raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=raw)
-    writer.write(
-        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    async with asyncio.timeout(5):
-        await reader.readuntil(b"\r\n\r\n")
-    return reader, writer
+    client = await RawClient.connect(port, receive_buffer=4096)
+    return client.reader, client.writer
 
 
 async def test_a_slow_consumer_closed(recorder: Recorder) -> None:

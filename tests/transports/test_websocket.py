@@ -14,6 +14,7 @@ from phoenix_channels import Channel, Endpoint, Socket, reply
 from phoenix_channels.transports.rfc6455 import Deflate
 
 from ..support import Server
+from ..trust.wire import RawClient, frame
 
 
 class EchoChannel(Channel):
@@ -207,25 +208,11 @@ async def test_compression_is_negotiated_and_broadcasts_are_compressed_once(
 
 
 async def test_a_client_that_stops_reading_is_closed_and_others_still_receive() -> None:
-    import socket as socketlib
-
     endpoint = make_endpoint(max_outbound_buffer=65536)
     async with Server(endpoint) as srv:
-        raw = socketlib.socket()
-        raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
-        raw.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", srv.port))
-        reader, writer = await asyncio.open_connection(sock=raw)
-        writer.write(
-            b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await reader.readuntil(b"\r\n\r\n")
-        join = JOIN.encode()
-        writer.write(bytes((0x81, 0x80 | len(join))) + b"\0\0\0\0" + join)
-        await reader.readexactly(2 + 72)  # the join reply; after this the client never reads
+        slow = await RawClient.connect(srv.port, receive_buffer=4096)
+        slow.send(frame(0x1, JOIN.encode()))
+        await slow.recv()  # the join reply; after this the client never reads
         async with websockets.connect(srv.url + "?vsn=2.0.0") as good:
             await good.send(JOIN)
             await good.recv()
@@ -239,7 +226,7 @@ async def test_a_client_that_stops_reading_is_closed_and_others_still_receive() 
             assert endpoint.pubsub.subscribers("room:1") == 1, "the slow client was not dropped"
             await endpoint.broadcast("room:1", "after", {"ok": True})
             assert json.loads(await good.recv())[3] == "after"
-        writer.close()
+        slow.close()
 
 
 def starlette_app(endpoint_mount: Endpoint | None = None):  # type: ignore[no-untyped-def]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket as socketlib
 from typing import Any
 
 import pytest
@@ -28,23 +27,10 @@ TOPIC = "blast:slow"
 
 
 async def slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    raw = socketlib.socket()
-    raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=raw)
-    client = RawClient(reader, writer)
-    writer.write(
-        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    async with asyncio.timeout(5):
-        await reader.readuntil(b"\r\n\r\n")
+    client = await RawClient.connect(port, receive_buffer=4096)
     client.send_json(["1", "1", TOPIC, "phx_join", {}])
     assert (await client.recv_json())[4]["status"] == "ok"
-    return reader, writer  # from here on, nobody reads it
+    return client.reader, client.writer  # from here on, nobody reads it
 
 
 async def ask(ws: Any, ref: str, event: str, payload: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket as socketlib
 import struct
 from typing import Any
 
@@ -57,8 +58,19 @@ class RawClient:
         port: int,
         target: str = "/socket/websocket?vsn=2.0.0",
         headers: dict[str, str] | None = None,
+        *,
+        receive_buffer: int | None = None,
     ) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        """Open and upgrade a connection. ``receive_buffer``: a small ``SO_RCVBUF``, so that
+        a client that stops reading fills the server's side quickly (slow-consumer tests)."""
+        if receive_buffer is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        else:
+            raw = socketlib.socket()
+            raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, receive_buffer)
+            raw.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=raw)
         lines = [
             f"GET {target} HTTP/1.1",
             f"Host: 127.0.0.1:{port}",
