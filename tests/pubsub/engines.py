@@ -10,6 +10,7 @@ each other's messages. Tests that stop the engine start a further private
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,22 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
         await asyncio.sleep(interval)
+
+
+def assert_one_outage_logged(
+    nodes: dict[str, Any], records: list[logging.LogRecord], failed_broadcasts: int
+) -> list[str]:
+    """Each node (name -> its engine adapter) lost its engine link once and came back once,
+    each logged in one WARNING line; node "a" reports ``failed_broadcasts`` failed broadcasts.
+    Returns the WARNING lines, for further checks."""
+    for adapter in nodes.values():
+        assert (adapter.stats.outages, adapter.stats.reconnects) == (1, 1), adapter.stats
+    lines = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    for name in nodes:
+        lost = [m for m in lines if m.startswith(f"node {name} lost the connection")]
+        back = [m for m in lines if m.startswith(f"node {name} reconnected")]
+        assert len(lost) == 1 and len(back) == 1, lines
+    assert f"{failed_broadcasts} broadcast(s) from this node failed" in next(
+        m for m in lines if m.startswith("node a reconnected")
+    )
+    return lines
