@@ -145,7 +145,9 @@ class Endpoint:
             )
         self.app = app
         self.pubsub = pubsub if pubsub is not None else PubSub()
-        self.pubsub.add_history_routes(history_routes(self._websocket_paths.values()))
+        self.history_routes = history_routes(self._websocket_paths.values())
+        """(pattern, History or None) of every channel route, in route order."""
+        self.pubsub.add_history_routes(self.history_routes)
         self.origin_policy = OriginPolicy(check_origin, host)
         self.max_frame_size = max_frame_size
         self.compress = compress

@@ -56,9 +56,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .channel import check_payload
 from .errors import BroadcastError, UsageError
 from .protocol import Broadcast
+from .protocol.checks import check_payload
 from .pubsub import LocalAdapter, PubSub
 
 if TYPE_CHECKING:
@@ -283,9 +283,7 @@ class Publisher:
         endpoint = self.endpoint
         if endpoint is None or self.pubsub is endpoint.pubsub:
             return
-        from .history.recovery import history_routes
-
-        self.pubsub.add_history_routes(history_routes(endpoint._websocket_paths.values()))
+        self.pubsub.add_history_routes(endpoint.history_routes)
 
     def close(self) -> None:
         """Stop the private loop and the engine link (a no-op if none was started)."""
