@@ -36,9 +36,11 @@ How it runs, and why:
   every call goes through the loop's thread-safe queue, and the engine
   link is shared, so broadcasts pipeline on one connection.
 * After ``fork`` (Celery prefork, gunicorn ``--preload``) the child
-  notices that its process id changed and starts its own loop and engine
-  link on its next publish; the parent's connection is never used by two
-  processes.
+  forgets the parent's loop and engine link at once (an
+  ``os.register_at_fork`` hook, run while the child still has one thread)
+  and starts its own on its next publish; the parent's connection is
+  never used by two processes, and threads the child starts cannot race
+  over the reset.
 * ``Publisher(endpoint)`` in the process that serves the endpoint (a sync
   Django view under an ASGI server, say) publishes through the running
   endpoint on its own loop: no second engine link, and the local adapter
@@ -52,6 +54,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -130,6 +133,8 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._starting = False
         self._closed = False
+        self._unusable: str | None = None  # why publishing cannot work in this process
+        _LIVE.add(self)
 
     @classmethod
     def redis(
@@ -194,8 +199,12 @@ class Publisher:
     def _target_loop(self) -> asyncio.AbstractEventLoop:
         if self._closed:
             raise UsageError("this Publisher is closed")
-        if self._pid != os.getpid():
-            self._after_fork()
+        if self._pid != os.getpid():  # forked without the hook (no os.register_at_fork)
+            with _FORK_LOCK:
+                if self._pid != os.getpid():
+                    self._after_fork()
+        if self._unusable is not None:
+            raise UsageError(self._unusable)
         loop = self._live_loop()
         if loop is not None:
             return loop
@@ -264,7 +273,8 @@ class Publisher:
     def _after_fork(self) -> None:
         # The parent's thread does not exist here and its sockets belong to the
         # parent: forget both (never close them from the child) and start afresh.
-        self._pid = os.getpid()
+        # Runs in the child before anything else does (see _reset_after_fork), so
+        # it must not raise: what cannot work is reported at the next publish.
         self._lock = threading.Lock()
         self._loop = None
         self._thread = None
@@ -273,10 +283,11 @@ class Publisher:
             self.pubsub = self._factory()
             self._follow_endpoint()
         elif getattr(self.pubsub, "_started", False):
-            raise UsageError(
+            self._unusable = (
                 "this Publisher's PubSub was started before the process forked; build the "
                 "Publisher from a URL (Publisher.redis(url)), which starts afresh in each child"
             )
+        self._pid = os.getpid()  # last: other threads see either the old state or the new
 
     def _follow_endpoint(self) -> None:
         """Give our own PubSub the endpoint's history routes (its own PubSub has them)."""
@@ -311,6 +322,27 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_LIVE: weakref.WeakSet[Publisher] = weakref.WeakSet()
+_FORK_LOCK = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child, before any of its threads runs: every publisher starts afresh."""
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+    for publisher in list(_LIVE):
+        if publisher._pid != os.getpid():
+            try:
+                publisher._after_fork()
+            except Exception as exc:  # a failing factory: say so at the next publish
+                publisher._unusable = f"this Publisher could not be rebuilt after fork: {exc!r}"
+                publisher._pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _pubsub_for_url(url: str, options: dict[str, Any]) -> PubSub:

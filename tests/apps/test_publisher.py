@@ -51,15 +51,21 @@ publisher = Publisher(url, prefix=prefix)
 publisher.publish(topic, "news", {"who": "parent"})
 pid = os.fork()
 if pid == 0:
-    threads = [
-        threading.Thread(target=publisher.publish, args=(topic, "news", {"who": f"child-{i}"}))
-        for i in range(4)
-    ]
+    failures = []
+
+    def publish(i):
+        try:
+            publisher.publish(topic, "news", {"who": f"child-{i}"})
+        except BaseException as exc:
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    os._exit(0)
+    print("child failures:", failures, flush=True)
+    os._exit(1 if failures else 0)
 _, status = os.waitpid(pid, 0)
 publisher.publish(topic, "news", {"who": "parent-after"})
 publisher.close()
@@ -178,7 +184,7 @@ async def test_a_forked_child_publishes_on_its_own_link() -> None:
     pubsub, sub = await _subscriber("redis", prefix, "room:fork")
     try:
         out = await _script(FORK_SCRIPT, url, prefix, "room:fork")
-        assert "exit 0" in out
+        assert "exit 0" in out, out
         who = []
         async with asyncio.timeout(10):
             while len(who) < 6:
@@ -188,6 +194,36 @@ async def test_a_forked_child_publishes_on_its_own_link() -> None:
     finally:
         sub.close()
         await pubsub.stop()
+
+
+FORK_STARTED_SCRIPT = """
+import os, sys
+from phoenix_channels import PubSub
+from phoenix_channels.errors import UsageError
+from phoenix_channels.publisher import Publisher
+
+url, prefix, topic = sys.argv[1:4]
+publisher = Publisher(PubSub.redis(url, prefix=prefix))  # a PubSub object: no way to rebuild it
+publisher.publish(topic, "news", {"who": "parent"})
+pid = os.fork()
+if pid == 0:
+    try:
+        publisher.publish(topic, "news", {"who": "child"})
+    except UsageError as exc:
+        print("child:", exc, flush=True)
+        os._exit(0)
+    os._exit(1)
+_, status = os.waitpid(pid, 0)
+publisher.close()
+print("exit", status)
+"""
+
+
+async def test_a_forked_child_cannot_reuse_a_started_pubsub_object() -> None:
+    prefix = unique_prefix()
+    out = await _script(FORK_STARTED_SCRIPT, shared_url("redis"), prefix, "room:fork2")
+    assert "exit 0" in out, out
+    assert "started before the process forked" in out and "Publisher.redis(url)" in out
 
 
 async def test_publishing_through_a_running_endpoint_from_a_thread() -> None:
