@@ -36,7 +36,7 @@ from .history.recovery import NOT_ASKED, recover, take_request
 from .interfaces import EndpointAPI
 from .protocol import Broadcast, Message, Ref
 from .protocol.checks import check_payload as check_payload  # its old home
-from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_PUSH
+from .telemetry import CHANNEL_HANDLE_IN, CHANNEL_JOIN, CHANNEL_LEAVE, CHANNEL_PUSH
 
 if TYPE_CHECKING:
     from .transports.base import FrameEncoder, Transport
@@ -190,6 +190,7 @@ class Channel(Mailbox):
         "_extra",
         "_ref",
         "_state",
+        "_telemetry_joined_at",
         "_timers",
         "_watchers",
         "join_ref",
@@ -526,6 +527,8 @@ class Channel(Mailbox):
             for handle in self._timers:
                 handle.cancel()
             self._timers = None
+        if CHANNEL_LEAVE.on:
+            telemetry.channel_left(self)
         watchers, self._watchers = self._watchers, None
         for callback in watchers or ():
             try:

@@ -191,13 +191,17 @@ class Collector:
         self.node = endpoint.pubsub.node_name
         self.sockets: dict[str, tuple[Any, str | None, float]] = {}  # id -> (sock, transport, t)
         self.ids = itertools.count(1)
-        self.messages_in = 0
-        self.messages_out = 0
+        self.delivered = 0  # broadcast deliveries (the sockets count the rest themselves)
         self.topic_messages: dict[str, int] = {}
         self.limited: deque[dict[str, Any]] = deque(maxlen=20)
         self.engine: dict[str, Any] = {}
         self.others: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._last: tuple[float, int, int, dict[str, int]] = (time.monotonic(), 0, 0, {})
+        self._last: tuple[float, int, int, dict[str, int]] = (
+            time.monotonic(),
+            self.messages_in,
+            self.messages_out,
+            {},
+        )
         self._task: asyncio.Task[None] | None = None
         self._handler_id = f"phoenix_channels.dashboard.{id(self):x}"
 
@@ -207,8 +211,6 @@ class Collector:
         handlers = {
             telemetry.SOCKET_OPEN: self._on_open,
             telemetry.SOCKET_CLOSE: self._on_close,
-            telemetry.SOCKET_RECEIVE: self._on_receive,
-            telemetry.SOCKET_SEND: self._on_send,
             telemetry.SOCKET_LIMIT: self._on_limit,
             telemetry.PUBSUB_BROADCAST: self._on_broadcast,
             telemetry.PUBSUB_LINK_DOWN: self._on_link,
@@ -257,6 +259,16 @@ class Collector:
             self.endpoint.local_broadcast(_LIVE, "stats", {"nodes": nodes, "at": time.time()})
 
     # -- figures ---------------------------------------------------------------------------
+
+    @property
+    def messages_in(self) -> int:
+        """Messages received from clients by this process's sockets, so far."""
+        return sum(c.messages_in for c in telemetry.TRANSPORTS.values())
+
+    @property
+    def messages_out(self) -> int:
+        """Messages sent by this process's sockets, broadcast deliveries included, so far."""
+        return self.delivered + sum(c.messages_out for c in telemetry.TRANSPORTS.values())
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -370,14 +382,8 @@ class Collector:
         if sid is not None:
             self.sockets.pop(sid, None)
 
-    def _on_receive(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.messages_in += 1
-
-    def _on_send(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.messages_out += 1
-
     def _on_broadcast(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.messages_out += m["deliveries"]
+        self.delivered += m["deliveries"]
         topic = meta["topic"]
         self.topic_messages[topic] = self.topic_messages.get(topic, 0) + 1
 

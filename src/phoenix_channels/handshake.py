@@ -26,7 +26,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -141,6 +141,8 @@ class Accepted:
     socket: SocketHandler
     subprotocol: str | None
     deflate: Deflate | None
+    trace_context_headers: list[tuple[str, str]] = field(default_factory=list)
+    """The client's ``traceparent``/``tracestate`` headers (for telemetry and tracing)."""
 
 
 @dataclass(slots=True)
@@ -326,7 +328,7 @@ async def handshake(
     if sid is not None:  # a disconnect broadcast from any node must reach this socket
         await host.pubsub.prepare(sid)
     sock.handshake_done(sid, registry.counted(address))  # counted from attach() to closed()
-    return Accepted(sock, subprotocol, deflate)
+    return Accepted(sock, subprotocol, deflate, trace_headers)
 
 
 class NotConnected(Exception):

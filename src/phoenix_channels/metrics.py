@@ -162,15 +162,23 @@ class PrometheusMetrics:
             "presence_entries", "Presence entries (key, meta) tracked in the cluster",
             namespace=ns, registry=reg, multiprocess_mode="max",
         )  # fmt: skip
-        # Per-message counts wait here, by transport: [messages, bytes].
-        self._in: dict[str | None, list[int]] = {}
+        # Broadcast deliveries wait here, by transport: [messages, bytes]. What sockets
+        # receive and send themselves is read from telemetry.TRANSPORTS at each flush
+        # (running totals the sockets keep anyway): `_seen` is what was moved so far.
         self._out: dict[str | None, list[int]] = {}
+        self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._broadcasts = 0
         self._deliveries = 0
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # Counter and gauge changes, and histogram observations by bucket, wait here
-        # until the next flush: prometheus_client takes about a microsecond per call.
-        self._deltas: dict[tuple[Any, tuple[str, ...]], float] = {}
+        # Counter and gauge changes wait here until the next flush (prometheus_client
+        # takes about a microsecond per call): one dict per metric, from a label value
+        # (or a tuple of them) to the change. The handlers on the connect and join path
+        # keep their metric's dict at hand, so counting is one dict update.
+        self._deltas: dict[Any, dict[Any, float]] = {}
+        self._n_connects = self._pending(self.connects)
+        self._n_joins = self._pending(self.joins)
+        self._n_joined = self._pending(self.channels_joined)
+        # Histogram observations by bucket (the last two: +Inf, then the sum).
         self._observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}
         self._handler_id = f"phoenix_channels.metrics.{id(self):x}"
         self._attached = False
@@ -183,6 +191,7 @@ class PrometheusMetrics:
         if self._attached:
             return
         self._attached = True
+        self._seen = {name: _totals(c) for name, c in telemetry.TRANSPORTS.items()}
         for event, handler in self._handlers().items():
             telemetry.attach(f"{self._handler_id}.{'.'.join(event.name)}", [event], handler)
 
@@ -190,10 +199,10 @@ class PrometheusMetrics:
         """Stop listening (``stop`` does it), after moving the pending counts."""
         if not self._attached:
             return
-        self._attached = False
         for event in self._handlers():
             telemetry.detach(f"{self._handler_id}.{'.'.join(event.name)}")
         self.flush()
+        self._attached = False
 
     async def start(self) -> None:
         self.attach()
@@ -215,21 +224,26 @@ class PrometheusMetrics:
 
     def flush(self) -> None:
         """Move the counts kept since the last flush into the Prometheus metrics."""
-        deltas, self._deltas = self._deltas, {}
-        for (metric, labels), delta in deltas.items():
-            if delta:
-                child = self._child(metric, *labels) if labels else metric
+        for metric, pending in self._deltas.items():
+            if not pending:
+                continue
+            changes = list(pending.items())
+            pending.clear()
+            for labels, delta in changes:
+                if not delta:
+                    continue
+                if type(labels) is str:  # one label, kept bare
+                    child = self._child(metric, labels)
+                else:
+                    child = self._child(metric, *labels) if labels else metric
                 child.inc(delta)
         observed, self._observed = self._observed, {}
         for (metric, labels), counts in observed.items():
             _apply_histogram(self._child(metric, *labels), counts)
-        pending, self._in = self._in, {}
-        for transport, (messages, size) in pending.items():
-            label = transport or "unknown"
-            self.messages_in.labels(label).inc(messages)
-            self.bytes_in.labels(label).inc(size)
-        pending, self._out = self._out, {}
-        for transport, (messages, size) in pending.items():
+        if self._attached:
+            self._flush_transports()
+        delivered, self._out = self._out, {}
+        for transport, (messages, size) in delivered.items():
             label = transport or "unknown"
             self.messages_out.labels(label).inc(messages)
             self.bytes_out.labels(label).inc(size)
@@ -239,6 +253,24 @@ class PrometheusMetrics:
         if self._deliveries:
             deliveries, self._deliveries = self._deliveries, 0
             self.deliveries.inc(deliveries)
+
+    def _flush_transports(self) -> None:
+        """Move what the sockets counted since the last flush; set the connection gauge."""
+        seen = self._seen
+        for name, counts in list(telemetry.TRANSPORTS.items()):
+            now = _totals(counts)
+            before = seen.get(name, (0, 0, 0, 0))
+            if now != before:
+                seen[name] = now
+                for metric, value, old in zip(
+                    (self.messages_in, self.bytes_in, self.messages_out, self.bytes_out),
+                    now,
+                    before,
+                    strict=True,
+                ):
+                    if value > old:
+                        self._child(metric, name).inc(value - old)
+            self._child(self.connections, name).set(counts.sockets)
 
     # -- exposition -------------------------------------------------------------------------
 
@@ -279,9 +311,15 @@ class PrometheusMetrics:
 
     # -- the handlers -------------------------------------------------------------------------
 
-    def _add(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
-        key = (metric, labels)
-        self._deltas[key] = self._deltas.get(key, 0) + amount
+    def _pending(self, metric: Any) -> dict[Any, float]:
+        """The dict where ``metric``'s changes wait for the next flush."""
+        return self._deltas.setdefault(metric, {})
+
+    def _add(self, metric: Any, labels: tuple[str, ...] | str, amount: float = 1) -> None:
+        pending = self._deltas.get(metric)
+        if pending is None:
+            pending = self._deltas[metric] = {}
+        pending[labels] = pending.get(labels, 0) + amount
 
     def _observe(self, metric: Any, labels: tuple[str, ...], value: float) -> None:
         key = (metric, labels)
@@ -303,10 +341,6 @@ class PrometheusMetrics:
     def _handlers(self) -> dict[telemetry.Event, telemetry.Handler]:
         return {
             telemetry.SOCKET_CONNECT: self._on_connect,
-            telemetry.SOCKET_OPEN: self._on_open,
-            telemetry.SOCKET_CLOSE: self._on_close,
-            telemetry.SOCKET_RECEIVE: self._on_receive,
-            telemetry.SOCKET_SEND: self._on_send,
             telemetry.SOCKET_LIMIT: self._on_limit,
             telemetry.CHANNEL_JOIN: self._on_join,
             telemetry.CHANNEL_LEAVE: self._on_leave,
@@ -318,44 +352,32 @@ class PrometheusMetrics:
             telemetry.PRESENCE_DIFF: self._on_presence,
         }
 
+    # The handlers of events on the connect and join path count in their metric's
+    # pending dict directly: each is a few dict operations per connection.
+
     def _on_connect(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         status = meta["status"]
         labels = (meta["transport"], meta["result"], "" if status is None else str(status))
-        self._add(self.connects, labels)
-
-    def _on_open(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._add(self.connections, (meta["transport"] or "unknown",))
-
-    def _on_close(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._add(self.connections, (meta["transport"] or "unknown",), -1)
-
-    def _on_receive(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        transport = meta["transport"]
-        counts = self._in.get(transport)
-        if counts is None:
-            counts = self._in[transport] = [0, 0]
-        counts[0] += 1
-        counts[1] += m["bytes"]
-
-    def _on_send(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        transport = meta["transport"]
-        counts = self._out.get(transport)
-        if counts is None:
-            counts = self._out[transport] = [0, 0]
-        counts[0] += 1
-        counts[1] += m["bytes"]
+        pending = self._n_connects
+        pending[labels] = pending.get(labels, 0) + 1
 
     def _on_limit(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self._add(self.limited, (meta["limit"], "closed" if meta["closed"] else "refused"))
 
     def _on_join(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
-        self._add(self.joins, (route, meta["result"]))
-        if meta["result"] == "ok":
-            self._add(self.channels_joined, (route,))
+        result = meta["result"]
+        labels = (route, result)
+        pending = self._n_joins
+        pending[labels] = pending.get(labels, 0) + 1
+        if result == "ok":
+            joined = self._n_joined
+            joined[route] = joined.get(route, 0) + 1
 
     def _on_leave(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self._add(self.channels_joined, (meta["route"] or "unmatched",), -1)
+        route = meta["route"] or "unmatched"
+        joined = self._n_joined
+        joined[route] = joined.get(route, 0) - 1
 
     def _on_handle_in(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"
@@ -392,6 +414,10 @@ class PrometheusMetrics:
     def __repr__(self) -> str:
         where = "multiprocess" if multiprocess_dir() else "in-process"
         return f"<PrometheusMetrics {self.namespace} {where} attached={self._attached}>"
+
+
+def _totals(counts: telemetry.TransportCounts) -> tuple[int, int, int, int]:
+    return (counts.messages_in, counts.bytes_in, counts.messages_out, counts.bytes_out)
 
 
 def _apply_histogram(child: Any, counts: list[float]) -> None:

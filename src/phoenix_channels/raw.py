@@ -30,7 +30,14 @@ from .errors import ConfigurationError
 from .interfaces import EndpointAPI
 from .protocol import RAW, Serializer
 from .protocol.close_codes import CloseCode
-from .telemetry import SOCKET_CLOSE, SOCKET_OPEN, socket_closed, socket_opened
+from .telemetry import (
+    NOT_COUNTED,
+    SOCKET_CLOSE,
+    SOCKET_OPEN,
+    counts_for,
+    socket_closed,
+    socket_opened,
+)
 
 if TYPE_CHECKING:
     from .transports.base import Transport
@@ -51,8 +58,10 @@ class RawSocket(Mailbox):
     __slots__ = (
         "__dict__",
         "_client",
+        "_counts",
         "_id",
         "_state",
+        "_telemetry_open",
         "assigns",
         "endpoint",
         "params",
@@ -82,6 +91,7 @@ class RawSocket(Mailbox):
         self.transport: Transport | None = None
         self._id: str | None = None
         self._client: str | None = None  # the peer address, when the registry counts them
+        self._counts = NOT_COUNTED
         self._state = _NEW
 
     # -- callbacks to override ---------------------------------------------------------
@@ -142,6 +152,8 @@ class RawSocket(Mailbox):
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
+        counts = self._counts = counts_for(getattr(transport, "name", None))
+        counts.sockets += 1
         sid = self._id  # the bound method only when there is an id to subscribe
         self.endpoint.registry.socket_opened(
             sid, self._client, None if sid is None else self._on_id_message
@@ -150,6 +162,8 @@ class RawSocket(Mailbox):
             socket_opened(self)
 
     def _unregister(self) -> None:
+        self._counts.sockets -= 1
+        self._counts = NOT_COUNTED
         address, self._client = self._client, None
         sid = self._id
         self.endpoint.registry.socket_closed(

@@ -26,13 +26,14 @@ from .protocol.close_codes import CloseCode
 from .protocol.router import Router
 from .protocol.topic_table import Action, Entry, EntryState, TopicTable
 from .telemetry import (
+    NOT_COUNTED,
     SOCKET_CLOSE,
     SOCKET_LIMIT,
     SOCKET_OPEN,
     SOCKET_RECEIVE,
     SOCKET_SEND,
+    counts_for,
     limit_hit,
-    receive_event,
     size_of,
     socket_closed,
     socket_opened,
@@ -93,6 +94,7 @@ class Socket:
         "__dict__",
         "_client",
         "_closed",
+        "_counts",
         "_encoder",
         "_id",
         "_joining",
@@ -101,6 +103,7 @@ class Socket:
         "_rate_start",
         "_replaced",
         "_table",
+        "_telemetry_open",
         "assigns",
         "channel_factory",
         "endpoint",
@@ -153,6 +156,7 @@ class Socket:
         self._replaced: Entry | None = None
         self._id: str | None = None
         self._closed = True
+        self._counts = NOT_COUNTED
         self._client: str | None = None  # the peer address, when the registry counts them
         self._rate_count = 0
         self._rate_start = 0.0
@@ -191,6 +195,8 @@ class Socket:
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
+        counts = self._counts = counts_for(getattr(transport, "name", None))
+        counts.sockets += 1
         sid = self._id  # the bound method only when there is an id to subscribe
         self.endpoint.registry.socket_opened(
             sid, self._client, None if sid is None else self._on_id_message
@@ -200,8 +206,18 @@ class Socket:
 
     def receive(self, data: bytes, binary: bool) -> None:
         """One inbound frame from the transport."""
+        counts = self._counts
+        counts.messages_in += 1
+        counts.bytes_in += len(data)
         if SOCKET_RECEIVE.on:
-            receive_event(self, data, binary)
+            SOCKET_RECEIVE.emit(
+                {"bytes": len(data)},
+                {
+                    "socket": self,
+                    "transport": getattr(self.transport, "name", None),
+                    "binary": binary,
+                },
+            )
         try:
             msg = self.serializer.decode(data, binary)
         except DecodeError as exc:
@@ -249,6 +265,8 @@ class Socket:
             return
         self._closed = True
         self.transport = None
+        self._counts.sockets -= 1
+        self._counts = NOT_COUNTED
         address, self._client = self._client, None
         sid = self._id
         self.endpoint.registry.socket_closed(
@@ -423,10 +441,12 @@ class Socket:
         transport = self.transport
         if transport is not None:
             transport.send(item)
+            size = len(item) if type(item) is bytes else size_of(item)
+            counts = self._counts
+            counts.messages_out += 1
+            counts.bytes_out += size
             if SOCKET_SEND.on:
-                SOCKET_SEND.emit(
-                    {"bytes": size_of(item)}, {"socket": self, "transport": transport.name}
-                )
+                SOCKET_SEND.emit({"bytes": size}, {"socket": self, "transport": transport.name})
 
     def _deliver(self, frame: Any) -> None:
         """A broadcast's ready frame (the fast lane; telemetry counts it per broadcast)."""

@@ -51,10 +51,13 @@ __all__ = [
     "SOCKET_OPEN",
     "SOCKET_RECEIVE",
     "SOCKET_SEND",
+    "TRANSPORTS",
     "Event",
     "EventName",
     "Handler",
+    "TransportCounts",
     "attach",
+    "counts_for",
     "detach",
     "execute",
     "handlers",
@@ -201,6 +204,55 @@ now = time.perf_counter
 """The clock of every ``duration`` measurement (seconds)."""
 
 
+# -- running totals, kept whether or not anyone listens -----------------------------------
+
+
+class TransportCounts:
+    """Running totals of one transport's sockets in this process.
+
+    Every socket adds to its transport's totals as it goes: one integer
+    addition per message, with or without listeners, so that readers
+    (:class:`~phoenix_channels.metrics.PrometheusMetrics`, a health check)
+    take the figures when they want them instead of hearing an event per
+    message. Messages are the frames a :class:`~phoenix_channels.Socket`
+    receives and sends itself (replies, pushes); broadcast deliveries are
+    counted per broadcast by ``pubsub.broadcast``. ``sockets`` counts the
+    open ones, raw sockets included.
+    """
+
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out", "sockets", "transport")
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.sockets = 0
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<TransportCounts {self.transport} sockets={self.sockets} "
+            f"in={self.messages_in}/{self.bytes_in}B out={self.messages_out}/{self.bytes_out}B>"
+        )
+
+
+TRANSPORTS: dict[str, TransportCounts] = {}
+"""The totals of every transport that has had a socket in this process, by name."""
+
+NOT_COUNTED = TransportCounts("not counted")
+"""Where a socket adds before it is attached and after it has closed (read by no one)."""
+
+
+def counts_for(transport: str | None) -> TransportCounts:
+    """The totals of the transport named ``transport`` (``"unknown"`` for None)."""
+    name = transport or "unknown"
+    counts = TRANSPORTS.get(name)
+    if counts is None:
+        counts = TRANSPORTS[name] = TransportCounts(name)
+    return counts
+
+
 # -- helpers for the call sites: they run only when the event is on ------------------------
 
 
@@ -222,9 +274,10 @@ def route_of(socket_cls: type, topic: str) -> str | None:
     cache = _route_cache.get(socket_cls)
     if cache is None:
         cache = _route_cache[socket_cls] = {}
-    route = cache.get(topic)
-    if route is not None:
-        return route
+    else:
+        route = cache.get(topic)
+        if route is not None:
+            return route
     patterns: Iterable[str] = getattr(socket_cls, "channels", {})
     for pattern in patterns:
         if topic == pattern or (pattern.endswith("*") and topic.startswith(pattern[:-1])):
@@ -249,6 +302,13 @@ def connect_done(
     """Emit ``socket.connect`` for one handshake (``outcome``: Accepted or Refused)."""
     sock = getattr(outcome, "socket", None)
     status = getattr(outcome, "status", None)
+    trace = getattr(outcome, "trace_context_headers", None)  # the handshake's own scan
+    if trace is None:  # refused before the headers were read
+        trace = [
+            (key.decode("latin-1"), value.decode("latin-1"))
+            for key, value in headers
+            if key in _TRACE_HEADERS
+        ]
     SOCKET_CONNECT.emit(
         {"duration": now() - start},
         {
@@ -260,11 +320,7 @@ def connect_done(
             "transport": "websocket" if websocket else "longpoll",
             "path": path,
             "params": sock.params if sock is not None else None,
-            "trace_context_headers": [
-                (key.decode("latin-1"), value.decode("latin-1"))
-                for key, value in headers
-                if key in _TRACE_HEADERS
-            ],
+            "trace_context_headers": trace,
         },
     )
 
@@ -282,13 +338,21 @@ def _channel_meta(channel: Any) -> dict[str, Any]:
 def join_done(channel: Any, msg: Any, result: str, start: float) -> None:
     """Emit ``channel.join`` for a finished join (and, later, ``channel.leave``)."""
     end = now()
-    meta = _channel_meta(channel)
-    meta["result"] = result
-    meta["params"] = msg.payload
-    CHANNEL_JOIN.emit({"duration": end - start}, meta)
+    sock = channel.socket
+    topic = channel.topic
+    CHANNEL_JOIN.emit(
+        {"duration": end - start},
+        {
+            "socket": sock,
+            "channel": channel,
+            "topic": topic,
+            "route": route_of(type(sock), topic),
+            "result": result,
+            "params": msg.payload,
+        },
+    )
     if result == "ok" and CHANNEL_LEAVE.on:
-        channel.__dict__["_telemetry_joined_at"] = end
-        channel.on_stop(_left)
+        channel._telemetry_joined_at = end  # a slot: no dict, no callback per channel
 
 
 def recover_done(channel: Any, outcome: Any, start: float) -> None:
@@ -299,11 +363,12 @@ def recover_done(channel: Any, outcome: Any, start: float) -> None:
     CHANNEL_RECOVER.emit({"duration": now() - start, "replayed": outcome.replayed}, meta)
 
 
-def _left(channel: Any) -> None:
-    if CHANNEL_LEAVE.on:
-        joined_at = channel.__dict__.pop("_telemetry_joined_at", None)
-        lifetime = now() - joined_at if joined_at is not None else 0.0
-        CHANNEL_LEAVE.emit({"duration": lifetime}, _channel_meta(channel))
+def channel_left(channel: Any) -> None:
+    """Emit ``channel.leave`` for a channel ending whose ``channel.join`` (ok) was emitted."""
+    joined_at = getattr(channel, "_telemetry_joined_at", None)
+    if joined_at is not None:
+        channel._telemetry_joined_at = None
+        CHANNEL_LEAVE.emit({"duration": now() - joined_at}, _channel_meta(channel))
 
 
 CRASHED: Any = object()
@@ -342,14 +407,15 @@ def limit_hit(socket: Any, limit: str, closed: bool, transport: str | None = Non
 def socket_opened(sock: Any) -> None:
     """Emit ``socket.open``; remembers the transport's name for ``socket.close``."""
     transport = getattr(sock.transport, "name", None)
-    sock.__dict__["_telemetry_open"] = (transport, now())
+    sock._telemetry_open = (transport, now())  # a slot of Socket and RawSocket: no dict
     SOCKET_OPEN.emit({}, {"socket": sock, "transport": transport})
 
 
 def socket_closed(sock: Any) -> None:
     """Emit ``socket.close`` for a socket whose ``socket.open`` was emitted."""
-    opened = sock.__dict__.pop("_telemetry_open", None)
+    opened = getattr(sock, "_telemetry_open", None)
     if opened is not None:
+        sock._telemetry_open = None
         SOCKET_CLOSE.emit({"duration": now() - opened[1]}, {"socket": sock, "transport": opened[0]})
 
 
@@ -358,14 +424,6 @@ def presence_diff(presence: Any, diff: Any) -> None:
     PRESENCE_DIFF.emit(
         {"joins": len(diff.joins), "leaves": len(diff.leaves)},
         {"presence": presence, "topic": diff.topic},
-    )
-
-
-def receive_event(sock: Any, data: bytes, binary: bool) -> None:
-    """Emit ``socket.receive`` for one inbound message."""
-    SOCKET_RECEIVE.emit(
-        {"bytes": len(data)},
-        {"socket": sock, "transport": getattr(sock.transport, "name", None), "binary": binary},
     )
 
 
