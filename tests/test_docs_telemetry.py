@@ -28,10 +28,13 @@ class UserSocket(Socket):
     channels = {"room:*": RoomChannel}
 
 
-def blocks() -> list[str]:
+NAMES = ("listen", "totals", "metrics_path", "mounted", "tracing")
+
+
+def blocks() -> dict[str, str]:
     found = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(found) == 4, "docs/telemetry.md: listen, metrics_path, mounted, tracing"
-    return [str(block) for block in found]
+    assert len(found) == len(NAMES), f"docs/telemetry.md: {', '.join(NAMES)}"
+    return dict(zip(NAMES, (str(block) for block in found), strict=True))
 
 
 def run(block: str, **names: Any) -> dict[str, Any]:
@@ -50,7 +53,7 @@ async def join(endpoint: Endpoint) -> Server:
 
 
 async def test_listening(capsys: pytest.CaptureFixture[str]) -> None:
-    listen, *_ = blocks()
+    listen = blocks()["listen"]
     head, _, _ = listen.partition("# later")
     run(head)
     try:
@@ -63,8 +66,19 @@ async def test_listening(capsys: pytest.CaptureFixture[str]) -> None:
     assert not telemetry.CHANNEL_JOIN.on
 
 
+async def test_the_running_totals() -> None:
+    totals = blocks()["totals"]
+    before = run(totals)["open_sockets"]
+    async with Server(Endpoint(sockets={"/socket": UserSocket}, check_origin=False)) as server:
+        async with websockets.connect(server.url + "?vsn=2.0.0") as ws:
+            await ws.send(json.dumps(["1", "1", "room:1", "phx_join", {}]))
+            await ws.recv()
+            assert run(totals)["open_sockets"] == before + 1
+        await wait_until(lambda: run(totals)["open_sockets"] == before, "the socket counted closed")
+
+
 async def test_the_endpoint_serves_metrics() -> None:
-    endpoint = run(blocks()[1])["endpoint"]
+    endpoint = run(blocks()["metrics_path"])["endpoint"]
     server = await join(endpoint)
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"http://127.0.0.1:{server.port}/metrics")).text
@@ -73,7 +87,7 @@ async def test_the_endpoint_serves_metrics() -> None:
 
 
 async def test_the_app_mounts_the_exporter() -> None:
-    names = run(blocks()[2])
+    names = run(blocks()["mounted"])
     server = await join(names["endpoint"])
     names["metrics"].flush()
     async with httpx.AsyncClient(follow_redirects=True) as http:
@@ -84,7 +98,7 @@ async def test_the_app_mounts_the_exporter() -> None:
 
 async def test_tracing() -> None:
     endpoint = Endpoint(sockets={"/socket": UserSocket}, check_origin=False)
-    run(blocks()[3], endpoint=endpoint)
+    run(blocks()["tracing"], endpoint=endpoint)
     server = await join(endpoint)
     assert telemetry.handlers(telemetry.CHANNEL_JOIN)
     await server.stop()

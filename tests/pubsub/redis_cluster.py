@@ -129,11 +129,15 @@ class LocalRedisCluster:
         return [port for port, proc in self.processes.items() if proc.poll() is None]
 
     def master_ports(self) -> list[int]:
-        """Ports of the live masters, as a live node sees them."""
+        """Ports of the live masters that serve slots, as a live node sees them.
+
+        Only masters with slots: just after the cluster is made, a replica can
+        still show as a master (without slots) until the gossip reaches this node.
+        """
         masters = []
         for line in _cli(self.live_ports()[0], "CLUSTER", "NODES").splitlines():
             fields = line.split()
-            if len(fields) > 2 and "master" in fields[2] and "fail" not in fields[2]:
+            if len(fields) > 8 and "master" in fields[2] and "fail" not in fields[2]:
                 masters.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
         return masters
 
