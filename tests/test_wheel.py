@@ -2,8 +2,9 @@
 
 Outside the checkout (``tmp_path``), with nothing of the repository on the
 path: the README's first example is served by the installed
-``phoenix-channels`` command and the official JS client joins it; the
-``nats`` and ``pydantic`` extras install what they name. It needs the
+``phoenix-channels`` command and the official JS client joins it; every
+extra (``nats``, ``pydantic``, ``prometheus``, ``otel``, ``gunicorn``)
+installs what it names, and the modules that need it import. It needs the
 package index (pip installs the wheel's dependencies), like ``make bootstrap``.
 """
 
@@ -21,6 +22,15 @@ import pytest
 
 from tests.apps.support import js_client, server
 from tests.support import DOCS_ROOT
+
+# Each extra, and what importing shows it installed: its packages and our module that needs them.
+EXTRAS = {
+    "nats": "nats",
+    "pydantic": "pydantic",
+    "prometheus": "prometheus_client, phoenix_channels.metrics",
+    "otel": "opentelemetry.trace, phoenix_channels.tracing",
+    "gunicorn": "gunicorn, uvicorn_worker, phoenix_channels.gunicorn",
+}
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,19 +64,20 @@ async def test_the_built_wheel_installs_and_serves_the_readme_example(tmp_path: 
     assert "phoenix_channels/py.typed" in names
     assert not any(n.startswith(("tests/", "examples/", "benchmarks/")) for n in names)
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M))
-    assert {"nats", "pydantic"} <= extras
+    assert set(EXTRAS) <= extras
 
     venv = tmp_path / "venv"
     env = _clean_env()
     await asyncio.to_thread(_run, sys.executable, "-m", "venv", venv, cwd=tmp_path, env=env)
     python = venv / "bin" / "python"
     await asyncio.to_thread(
-        _run, python, "-m", "pip", "install", "--quiet", f"{wheels[0]}[nats,pydantic]",
+        _run, python, "-m", "pip", "install", "--quiet", f"{wheels[0]}[{','.join(EXTRAS)}]",
         cwd=tmp_path, env=env,
     )  # fmt: skip
     where = await asyncio.to_thread(
         _run, python, "-c",
-        "import phoenix_channels, nats, pydantic; print(phoenix_channels.__file__)",
+        f"import phoenix_channels, {', '.join(EXTRAS.values())}; "
+        "print(phoenix_channels.__file__)",
         cwd=tmp_path, env=env,
     )  # fmt: skip
     assert where.strip().startswith(str(venv)), where
