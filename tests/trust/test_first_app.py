@@ -1,11 +1,14 @@
 """docs/first-app.md, run as written: its files extracted into a project of their own,
 its tests run by pytest there, the app served by ``phoenix-channels serve``, and its
-Node snippet run against it with the official client."""
+Node snippet and its browser snippet (in headless Chromium, in a page the app serves)
+run against it with the official client."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,27 +55,34 @@ def test_its_tests_pass_with_the_settings_it_gives(project: Path) -> None:
     assert "3 passed" in out, out
 
 
+def serve(project: Path, app: str, port: int) -> subprocess.Popen[str]:
+    """``phoenix-channels serve app`` from the project's folder, once it accepts connections."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "phoenix_channels", "serve", app, "--port", str(port),
+         "--app-dir", str(project), "--log-level", "warning"],
+        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"the app did not start:\n{server.stdout.read()}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("the app did not start within 30 s")
+            time.sleep(0.1)
+
+
 def test_the_node_snippet_talks_to_the_served_app(project: Path) -> None:
     if not (NODE_MODULES / "phoenix").is_dir() or not (NODE_MODULES / "ws").is_dir():
         pytest.skip("the npm packages are not installed (make bootstrap)")
     (project / "node_modules").symlink_to(NODE_MODULES)
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "phoenix_channels", "serve", "chat:endpoint", "--port", str(port),
-         "--app-dir", str(project), "--log-level", "warning"],
-        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    server = serve(project, "chat:endpoint", port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"the app did not start:\n{server.stdout.read()}")  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the app did not start within 30 s"
-                time.sleep(0.1)
         node = subprocess.run(
             ["node", "client.mjs"],
             cwd=project, env={**env(), "CHAT_URL": f"http://127.0.0.1:{port}"},
@@ -85,6 +95,76 @@ def test_the_node_snippet_talks_to_the_served_app(project: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# What the page asks the reader to add: a Route("/") serving a page with the snippet.
+# No bundler here: an import map gives `import ... from "phoenix"` the client's ES module.
+PAGE_APP = """
+from pathlib import Path
+
+from starlette.responses import FileResponse, HTMLResponse
+from starlette.routing import Route
+
+from chat import endpoint, routes
+
+HERE = Path(__file__).parent
+PAGE = (
+    '<!doctype html><title>chat</title>'
+    '<script type="importmap">{"imports": {"phoenix": "/phoenix.mjs"}}</script>'
+    '<script type="module">' + (HERE / "browser.js").read_text() + '</script>'
+)
+
+
+async def index(request):
+    return HTMLResponse(PAGE)
+
+
+async def phoenix_module(request):
+    return FileResponse(HERE / "phoenix.mjs", media_type="text/javascript")
+
+
+routes.router.routes += [Route("/", index), Route("/phoenix.mjs", phoenix_module)]
+"""
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)"
+)
+async def test_the_browser_snippet_in_a_page_the_app_serves(project: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    if not (NODE_MODULES / "phoenix").is_dir():
+        pytest.skip("the npm packages are not installed (make bootstrap)")
+    (project / "browser.js").write_text(block("js", 'import { Socket, Presence } from "phoenix";'))
+    (project / "page.py").write_text(PAGE_APP)
+    shutil.copy(NODE_MODULES / "phoenix" / "priv" / "static" / "phoenix.mjs", project)
+    port = free_port()
+    server = await asyncio.to_thread(serve, project, "page:endpoint", port)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            try:
+                page = await browser.new_page()
+                lines: list[str] = []
+                page.on("console", lambda message: lines.append(message.text))
+                page.on("pageerror", lambda error: lines.append(f"page error: {error}"))
+                # localhost, as the page says: the endpoint's default host.
+                await page.goto(f"http://localhost:{port}/")
+                expected = {"online: ana", "ana: hi all"}
+                async with asyncio.timeout(20):
+                    while not expected <= set(lines):
+                        await asyncio.sleep(0.05)
+                assert not [line for line in lines if line.startswith("page error")], lines
+            finally:
+                await browser.close()
+    finally:
+        server.terminate()
+        await asyncio.to_thread(server.wait, 30)
 
 
 def test_the_readme_links_it() -> None:
