@@ -34,6 +34,14 @@ topic's own ``size`` and ``ttl`` (by ``Phx-Time``: the nodes' clocks should
 agree within a fraction of the ``ttl``). A read creates an ephemeral
 consumer filtered on the topic: three or four round trips, whatever the
 number of messages.
+
+**Reads are shared.** A read fetches the topic's whole kept history, and
+each reader keeps what follows its own position, so readers of one topic
+share reads: while a read of a topic runs, the readers who arrive wait
+for the next one, which starts when it ends and serves them all. Each
+reader's read still starts after the reader asked (a rejoin must see
+every message published before it subscribed), and a mass rejoin after an
+outage costs one read per topic and round, not one consumer per client.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ from .sequencer import Sequencer
 __all__ = ["NatsHistory"]
 
 _WRONG_LAST = 10071  # JetStream: wrong last sequence
+
+# A topic's kept history as one read found it: (epoch, top offset, first kept offset,
+# [(epoch, offset, broadcast)...]). Shared by the readers of that read: never mutated.
+_Snapshot = tuple[str, int, int, list[tuple[str, int, Broadcast]]]
 _RETRIES = 20
 _NO_STREAM = 10059  # JetStream: stream not found
 
@@ -73,6 +85,9 @@ class NatsHistory:
         self._age: float | None = 0.0  # 0: not configured yet; None: forever
         self._ready: asyncio.Lock | None = None
         self._configured = False
+        # Shared reads, per topic: the one running, and the one its late comers wait for.
+        self._reading: dict[str, asyncio.Lock] = {}
+        self._next_read: dict[str, asyncio.Future[_Snapshot]] = {}
         self.sequencer = Sequencer(self._deliver_local, self._missing)
         adapter._sequencer = self.sequencer
 
@@ -208,6 +223,46 @@ class NatsHistory:
         return HistorySlice(found.epoch, last, min(found.first, last + 1), kept)
 
     async def _read(self, topic: str, history: History, after: int | None) -> HistorySlice:
+        epoch, top, first, kept = await self._shared_snapshot(topic, history)
+        replay = [] if after is None else [m[2] for m in kept if m[1] > after]
+        return HistorySlice(epoch, top, first, replay)
+
+    async def _shared_snapshot(self, topic: str, history: History) -> _Snapshot:
+        """The topic's kept history, from a read that started after this call (shared)."""
+        while True:
+            upcoming = self._next_read.get(topic)
+            if upcoming is None:
+                break
+            try:  # a read that starts after we arrived is coming: take its result
+                return await asyncio.shield(upcoming)
+            except asyncio.CancelledError:
+                if not upcoming.cancelled():  # we were cancelled, not its reader
+                    raise
+        upcoming = self._next_read[topic] = asyncio.get_running_loop().create_future()
+        lock = self._reading.get(topic)
+        if lock is None:
+            lock = self._reading[topic] = asyncio.Lock()
+        try:
+            async with lock:  # the read before ours ends first; late comers wait for ours
+                if self._next_read.get(topic) is upcoming:
+                    del self._next_read[topic]
+                snapshot = await self._snapshot(topic, history)
+        except asyncio.CancelledError:
+            if self._next_read.get(topic) is upcoming:
+                del self._next_read[topic]
+            upcoming.cancel()  # its waiters start a read of their own
+            raise
+        except Exception as exc:
+            upcoming.set_exception(exc)
+            upcoming.exception()  # retrieved: waiters, if any, raise it themselves
+            raise
+        finally:
+            if not lock.locked() and self._next_read.get(topic) is None:
+                self._reading.pop(topic, None)
+        upcoming.set_result(snapshot)
+        return snapshot
+
+    async def _snapshot(self, topic: str, history: History) -> _Snapshot:
         await self._ensure(history)
         last = await self._last_of(topic)
         if last is None:
@@ -216,8 +271,7 @@ class NatsHistory:
         messages = await self._fetch(topic, history) if top > 0 else []
         kept = [m for m in messages if m[0] == epoch and m[1] > top - history.size]
         first = kept[0][1] if kept else top + 1
-        replay = [] if after is None else [m[2] for m in kept if m[1] > after]
-        return HistorySlice(epoch, top, first, replay)
+        return epoch, top, first, kept
 
     async def _mark(self, topic: str, history: History) -> tuple[int, str, int]:
         """Give an empty topic its epoch: a stored marker at offset 0 (never delivered).
