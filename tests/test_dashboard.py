@@ -136,7 +136,7 @@ async def test_the_page_follows_the_server() -> None:
             await shows(4)
 
             victim = clients[1]
-            [sid] = [s for s, (sock, _, _) in collector.sockets.items() if sock._id == "user:u1"]
+            [sid] = [s for sock, (s, _, _) in collector.sockets.items() if sock._id == "user:u1"]
             await page.click(f"#sockets tr:has(td:text-is('{sid}')) button")
             async with asyncio.timeout(5):
                 with contextlib.suppress(ConnectionClosed):

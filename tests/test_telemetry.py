@@ -345,3 +345,42 @@ async def test_long_polling_events(recorder: Recorder) -> None:
     assert {r[2]["transport"] for r in recorder.of("socket", "send")} == {"longpoll"}
     [(_, fanout, broadcast)] = recorder.of("pubsub", "broadcast")
     assert broadcast["by_transport"] == {"longpoll": (1, fanout["bytes"])}
+
+
+def test_broadcast_fan_out_counts_frames_by_kind_of_subscriber(recorder: Recorder) -> None:
+    """Frames written per transport: the sender skipped, intercepted events and plain
+    callbacks not counted as frames, two serializers' frames counted apart."""
+    from phoenix_channels import Broadcast
+    from phoenix_channels.protocol import V1, V2
+    from phoenix_channels.transports.websocket import frame_encoder
+
+    class Owner:  # a subscriber as the fast lane sees one (a channel)
+        def __init__(self) -> None:
+            self.got: list[Any] = []
+
+        def _intercepted(self, message: Any) -> None:
+            self.got.append(("intercepted", message.event))
+
+    pubsub = PubSub()
+    v1, v2 = frame_encoder(V1), frame_encoder(V2)
+    owners = [Owner() for _ in range(6)]
+    for owner, encoder in zip(owners[:4], (v2, v2, v2, v1), strict=True):
+        pubsub.subscribe_fastlane("room:1", owner, owner.got.append, encoder, None)
+    pubsub.subscribe_fastlane("room:1", owners[4], owners[4].got.append, v2, frozenset({"shout"}))
+    pubsub.subscribe_fastlane("room:1", owners[5], owners[5].got.append, v2, frozenset({"other"}))
+    called: list[Any] = []
+    pubsub.subscribe("room:1", called.append)
+
+    pubsub.local_broadcast("room:1", Broadcast("room:1", "shout", {"n": 1}), from_=owners[0])
+    [(_, fanout, meta)] = recorder.of("pubsub", "broadcast")
+    v2_frame, v1_frame = owners[1].got[0], owners[3].got[0]
+    # 7 subscribers less the sender; frames: owners 1, 2, 5 (V2) and 3 (V1); owner 4
+    # intercepts "shout" and the callback gets the message itself.
+    assert fanout == {
+        "subscribers": 6,
+        "deliveries": 4,
+        "bytes": 3 * len(v2_frame) + len(v1_frame),
+    }
+    assert meta["by_transport"] == {"websocket": (4, 3 * len(v2_frame) + len(v1_frame))}
+    assert owners[0].got == [] and owners[4].got == [("intercepted", "shout")]
+    assert len(called) == 1 and all(len(o.got) == 1 for o in owners[1:])

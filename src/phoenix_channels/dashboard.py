@@ -189,7 +189,8 @@ class Collector:
         self.dashboard = dashboard
         self.endpoint = endpoint
         self.node = endpoint.pubsub.node_name
-        self.sockets: dict[str, tuple[Any, str | None, float]] = {}  # id -> (sock, transport, t)
+        # socket -> (its id on the page, transport, opened at); newest last
+        self.sockets: dict[Any, tuple[str, str | None, float]] = {}
         self.ids = itertools.count(1)
         self.delivered = 0  # broadcast deliveries (the sockets count the rest themselves)
         self.topic_messages: dict[str, int] = {}
@@ -280,19 +281,13 @@ class Collector:
         # Forget topics without traffic, so the table of counts stays bounded.
         self.topic_messages = {t: n for t, n in topics.items() if rates[t] > 0}
         pubsub = self.endpoint.pubsub
-        registry: dict[str, dict[Any, Any]] = pubsub._topics
         # Channel subscriptions only (the fast lane's entries have an encoder):
         # socket ids, presence replication and the like are not topics to show.
-        channel_topics = (
-            (t, sum(1 for entry in s.values() if entry[2] is not None)) for t, s in registry.items()
-        )
+        channel_topics = ((t, pubsub.channel_subscribers(t)) for t in list(pubsub._topics))
         by_subscribers = sorted(((t, n) for t, n in channel_topics if n), key=lambda p: -p[1])[:10]
         by_rate = sorted(((t, r) for t, r in rates.items() if r > 0), key=lambda p: -p[1])[:10]
-        transports: dict[str, int] = {}
-        for _sock, transport, _t in self.sockets.values():
-            name = transport or "unknown"
-            transports[name] = transports.get(name, 0) + 1
-        newest = list(self.sockets.items())[-self.dashboard.max_sockets :]
+        transports = {c.transport: c.sockets for c in telemetry.TRANSPORTS.values() if c.sockets}
+        newest = itertools.islice(reversed(self.sockets.items()), self.dashboard.max_sockets)
         adapter = pubsub.adapter
         engine = {
             "engine": getattr(adapter, "engine", "local"),
@@ -318,7 +313,7 @@ class Collector:
                     "age": round(now - opened, 1),
                     "name": sock._id,
                 }
-                for sid, (sock, transport, opened) in reversed(newest)
+                for sock, (sid, transport, opened) in newest
             ],
         }
 
@@ -349,11 +344,12 @@ class Collector:
 
     def run_command(self, action: str, payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if action == "disconnect":
-            found = self.sockets.get(str(payload.get("socket")))
+            wanted = str(payload.get("socket"))
+            found = next((sock for sock, entry in self.sockets.items() if entry[0] == wanted), None)
             if found is None:
                 return "error", {"reason": f"no socket {payload.get('socket')!r} on this node"}
-            log.info("dashboard: disconnecting socket %s", payload.get("socket"))
-            found[0].close(1000, "disconnected from the dashboard", "shutdown:disconnected")
+            log.info("dashboard: disconnecting socket %s", wanted)
+            found.close(1000, "disconnected from the dashboard", "shutdown:disconnected")
             return "ok", {}
         if action == "drain":
             log.warning("dashboard: draining node %s", self.node)
@@ -372,15 +368,10 @@ class Collector:
     # -- telemetry handlers ----------------------------------------------------------------
 
     def _on_open(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        sock = meta["socket"]
-        sid = f"s{next(self.ids)}"
-        sock.__dict__["_dashboard_id"] = sid
-        self.sockets[sid] = (sock, meta["transport"], time.monotonic())
+        self.sockets[meta["socket"]] = (f"s{next(self.ids)}", meta["transport"], time.monotonic())
 
     def _on_close(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        sid = meta["socket"].__dict__.pop("_dashboard_id", None)
-        if sid is not None:
-            self.sockets.pop(sid, None)
+        self.sockets.pop(meta["socket"], None)
 
     def _on_broadcast(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.delivered += m["deliveries"]
@@ -388,10 +379,10 @@ class Collector:
         self.topic_messages[topic] = self.topic_messages.get(topic, 0) + 1
 
     def _on_limit(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        sock = meta["socket"]
+        entry = self.sockets.get(meta["socket"])
         self.limited.appendleft(
             {
-                "socket": sock.__dict__.get("_dashboard_id") if sock is not None else None,
+                "socket": entry[0] if entry is not None else None,
                 "limit": meta["limit"],
                 "closed": meta["closed"],
                 "at": time.time(),

@@ -431,25 +431,35 @@ _ENCODER_TRANSPORT = {"asgi": "websocket"}  # frame encoder name -> transport na
 
 
 def broadcast_done(
-    pubsub: Any, message: Any, entries: Iterable[Any], from_: Any, frames: Mapping[Any, Any]
+    pubsub: Any,
+    message: Any,
+    kinds: dict[tuple[Any, Any], int],
+    skipped: Any,
+    subscribers: int,
+    frames: Mapping[Any, Any],
 ) -> None:
-    """Emit ``pubsub.broadcast`` after a broadcast was handed to this node's subscribers."""
-    subscribers = 0
-    per_encoder: dict[Any, int] = dict.fromkeys(frames, 0)
+    """Emit ``pubsub.broadcast`` after a broadcast was handed to this node's subscribers.
+
+    ``kinds``: the topic's subscribers by (encoder, intercepts), a copy the caller
+    owns; ``subscribers``: how many; ``skipped``: the entry of the ``from_``
+    subscriber, which got nothing (or None). One step per kind, none per subscriber.
+    """
+    if skipped is not None:
+        subscribers -= 1
+        kind = (skipped[2], skipped[3])
+        kinds[kind] = kinds.get(kind, 1) - 1
     event = message.event
-    for owner, _target, encoder, intercepts in entries:
-        if owner is from_:
-            continue
-        subscribers += 1
+    per_encoder: dict[Any, int] = {}
+    for (encoder, intercepts), count in kinds.items():
         # A callback, or a channel's handle_out, is not a frame written here (the
         # pushes of handle_out are socket.send events).
-        if encoder is not None and (intercepts is None or event not in intercepts):
-            per_encoder[encoder] += 1
+        if count and encoder is not None and (intercepts is None or event not in intercepts):
+            per_encoder[encoder] = per_encoder.get(encoder, 0) + count
     deliveries = size = 0
     by_transport: dict[str, tuple[int, int]] = {}
     for encoder, count in per_encoder.items():
-        frame = frames[encoder]
-        if frame is None or not count:
+        frame = frames.get(encoder)
+        if frame is None:
             continue
         n = size_of(frame) * count
         deliveries += count

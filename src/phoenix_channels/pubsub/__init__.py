@@ -121,6 +121,10 @@ class PubSub:
     def __init__(self, adapter: Adapter | None = None) -> None:
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self._topics: dict[str, dict[Hashable, _Entry]] = {}
+        # Per topic, its subscribers by kind, (encoder, intercepts) -> how many: what a
+        # broadcast's telemetry needs, counted on first need and forgotten at any change
+        # of the topic's subscribers (one dict pop), so a run of broadcasts counts once.
+        self._kinds: dict[str, dict[tuple[Any, Any], int]] = {}
         self._started = False
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
         self._history: HistoryPolicy | None = None
@@ -188,7 +192,12 @@ class PubSub:
     def unsubscribe(self, topic: str, subscriber: Hashable) -> None:
         """Remove ``subscriber`` (a callback, or a channel) from ``topic``; no-op if absent."""
         subs = self._topics.get(topic)
-        if subs is not None and subs.pop(subscriber, None) is not None and not subs:
+        if subs is None:
+            return
+        if subs.pop(subscriber, None) is None:
+            return
+        self._kinds.pop(topic, None)
+        if not subs:
             del self._topics[topic]
             self.adapter.topic_removed(topic)
 
@@ -221,11 +230,13 @@ class PubSub:
         if subs is None or entry is None:
             return None
         subs[owner] = (owner, hold, None, None)
+        self._kinds.pop(topic, None)
 
         def restore() -> None:
             current = self._topics.get(topic)
             if current is not None and owner in current:
                 current[owner] = entry
+                self._kinds.pop(topic, None)
 
         return entry[1], restore
 
@@ -237,6 +248,23 @@ class PubSub:
             subs = self._topics[topic] = {}
             self.adapter.topic_added(topic)
         subs[key] = entry
+        self._kinds.pop(topic, None)
+
+    def _kinds_of(self, topic: str) -> dict[tuple[Any, Any], int]:
+        """``topic``'s subscribers by (encoder, intercepts): counted once per change."""
+        kinds = self._kinds.get(topic)
+        if kinds is None:
+            kinds = {}
+            for _owner, _target, encoder, intercepts in self._topics.get(topic, {}).values():
+                kind = (encoder, intercepts)
+                kinds[kind] = kinds.get(kind, 0) + 1
+            if kinds:
+                self._kinds[topic] = kinds
+        return kinds
+
+    def channel_subscribers(self, topic: str) -> int:
+        """How many of ``topic``'s subscribers on this node are channels (not callbacks)."""
+        return sum(n for (encoder, _), n in self._kinds_of(topic).items() if encoder is not None)
 
     # -- history --------------------------------------------------------------
 
@@ -350,6 +378,13 @@ class PubSub:
         frames: dict[Any, Any] = {}
         event = message.event
         entries = tuple(subs.values())
+        # For telemetry, taken before any callback can change them: the subscribers by
+        # kind, and the entry of the one skipped.
+        counted = (
+            (dict(self._kinds_of(topic)), None if from_ is None else subs.get(from_))
+            if PUBSUB_BROADCAST.on
+            else None
+        )
         for owner, target, encoder, intercepts in entries:
             if owner is from_:
                 continue
@@ -363,8 +398,8 @@ class PubSub:
                     frame = frames[encoder] = encoder.broadcast(message)
                 if frame is not None:  # None: this encoder cannot carry it (logged once)
                     target(frame)
-        if PUBSUB_BROADCAST.on:
-            broadcast_done(self, message, entries, from_, frames)
+        if counted is not None:
+            broadcast_done(self, message, *counted, len(entries), frames)
 
 
 class Subscription:
