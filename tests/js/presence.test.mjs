@@ -105,14 +105,16 @@ async function truth(m) {
  * Waits until the truth of every node (asked through `askers`, one member per
  * node) is the same and every member's helper shows it; resolves with it.
  */
-async function settled(members, askers = [members[0]], ms = WAIT_MS * 2, what = "") {
+// Until every node asked and every helper agree, on a list that passes `until` (the
+// change just made has landed: an agreement on the list from before it does not count).
+async function settled(members, askers = [members[0]], ms = WAIT_MS * 2, what = "", until = () => true) {
   const deadline = Date.now() + ms;
   let last = null;
   for (;;) {
     const truths = await Promise.all(askers.map(truth));
     const views = members.map(helperView);
     const agreed = truths.every((t) => JSON.stringify(t) === JSON.stringify(truths[0]));
-    if (agreed && views.every((v) => JSON.stringify(v) === JSON.stringify(truths[0]))) return truths[0];
+    if (agreed && until(truths[0]) && views.every((v) => JSON.stringify(v) === JSON.stringify(truths[0]))) return truths[0];
     last = { truths, views: Object.fromEntries(members.map((m, i) => [`${m.user}/${m.device}`, views[i]])) };
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${ms} ms waiting for every helper to equal the server's list ${what}\n${JSON.stringify(last, null, 1)}`);
@@ -151,14 +153,14 @@ test("one node: joins, a second device, an update, a leave and a disconnect", as
   assert.equal(bobMeta.phx_ref_prev, before[0]);
 
   await outcome(laptop.channel.leave(), "the laptop leaves");
-  now = await settled([alice, bob]);
+  now = await settled([alice, bob], [alice], WAIT_MS * 2, "(the laptop left)", (l) => l.alice?.length === 1);
   assert.equal(now.alice.length, 1);
   assert.deepEqual(devicesOf(bob, "alice"), ["phone"]);
   await bob.callbacks.waitFor((e) => e.type === "leave" && e.key === "alice" && e.current === 1 && e.left === 1,
     "bob hears onLeave for alice's laptop, her phone still present");
 
   bob.client.socket.disconnect();
-  now = await settled([alice]);
+  now = await settled([alice], [alice], WAIT_MS * 2, "(bob disconnected)", (l) => !("bob" in l));
   assert.deepEqual(Object.keys(now), ["alice"]);
   await alice.callbacks.waitFor((e) => e.type === "leave" && e.key === "bob" && e.current === 0,
     "alice hears bob leave for good when his socket closes");
@@ -172,7 +174,7 @@ test("untracking keeps the channel joined and removes the presence everywhere", 
   await settled([a, b]);
   const { status } = await pushAsync(b.channel, "untrack", {});
   assert.equal(status, "ok");
-  const now = await settled([a, b]);
+  const now = await settled([a, b], [a], WAIT_MS * 2, "(b untracked)", (l) => !("b" in l));
   assert.deepEqual(Object.keys(now), ["a"]);
   assert.equal(b.channel.state, "joined");
 });
@@ -190,24 +192,28 @@ test("two nodes over Redis: each client sees the other node's clients", { skip: 
 
   const alice = await member(n1, t, "alice", "phone");
   const laptop = await member(n2, t, "alice", "laptop");
-  now = await settled([carol, bob, alice, laptop], askers, 20000, "(alice on both nodes)");
+  now = await settled([carol, bob, alice, laptop], askers, 20000, "(alice on both nodes)",
+    (l) => l.alice?.length === 2);
   assert.equal(now.alice.length, 2, "one key, two metas, from two nodes");
   assert.deepEqual(devicesOf(carol, "alice"), ["laptop", "phone"]);
   assert.deepEqual(devicesOf(bob, "alice"), ["laptop", "phone"]);
 
   const status = await pushAsync(bob.channel, "status", { status: "busy" });
-  now = await settled([carol, bob, alice, laptop], askers, 20000, "(bob's update on n2)");
+  now = await settled([carol, bob, alice, laptop], askers, 20000, "(bob's update on n2)",
+    (l) => JSON.stringify(l.bob) === JSON.stringify([status.response.ref]));
   assert.deepEqual(now.bob, [status.response.ref]);
   const seenByCarol = carol.presence.list((k, p) => [k, p]).find(([k]) => k === "bob")[1].metas;
   assert.equal(seenByCarol.length, 1);
   assert.equal(seenByCarol[0].status, "busy");
 
   await outcome(alice.channel.leave(), "alice's phone leaves n1");
-  now = await settled([carol, bob, laptop], askers, 20000, "(alice's phone left n1)");
+  now = await settled([carol, bob, laptop], askers, 20000, "(alice's phone left n1)",
+    (l) => l.alice?.length === 1);
   assert.deepEqual(devicesOf(bob, "alice"), ["laptop"]);
 
   laptop.client.socket.disconnect();
-  now = await settled([carol, bob], askers, 20000, "(alice's laptop disconnected from n2)");
+  now = await settled([carol, bob], askers, 20000, "(alice's laptop disconnected from n2)",
+    (l) => !("alice" in l));
   assert.deepEqual(Object.keys(now), ["bob", "carol"]);
 });
 
