@@ -69,11 +69,22 @@ async def test_listening(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_the_running_totals() -> None:
     totals = blocks()["totals"]
     before = run(totals)["open_sockets"]
+    ws_totals = telemetry.counts_for("websocket")
+    was = (ws_totals.messages_in, ws_totals.bytes_in, ws_totals.messages_out, ws_totals.bytes_out)
     async with Server(Endpoint(sockets={"/socket": UserSocket}, check_origin=False)) as server:
         async with websockets.connect(server.url + "?vsn=2.0.0") as ws:
-            await ws.send(json.dumps(["1", "1", "room:1", "phx_join", {}]))
-            await ws.recv()
+            join = json.dumps(["1", "1", "room:1", "phx_join", {}])
+            await ws.send(join)
+            reply = await ws.recv()
             assert run(totals)["open_sockets"] == before + 1
+            # One message each way: the join, counted as received, and its reply, counted
+            # as the WebSocket frame written (a 2-byte header for a short text frame).
+            assert (
+                ws_totals.messages_in - was[0],
+                ws_totals.bytes_in - was[1],
+                ws_totals.messages_out - was[2],
+                ws_totals.bytes_out - was[3],
+            ) == (1, len(join), 1, len(reply) + 2)
         await wait_until(lambda: run(totals)["open_sockets"] == before, "the socket counted closed")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import websockets
 
-from phoenix_channels import Channel, Endpoint, Socket
+from phoenix_channels import Channel, Endpoint, Socket, telemetry
 from phoenix_channels.registry import ConnectionRegistry
 
 from .support import Server
@@ -76,10 +76,14 @@ def test_counts_are_kept_only_under_a_limit() -> None:
     assert unlimited.counted("10.0.0.1") is None and not unlimited.full("10.0.0.1")
     limited = ConnectionRegistry(Subs(), max_per_address=2)
     address = limited.counted("10.0.0.1")
+    opened = []
     for _ in range(2):
         assert not limited.full(address)
-        limited.socket_opened(None, address, None)
+        opened.append(limited.socket_opened(None, address, None, "registry-test"))
     assert limited.full(address) and not limited.full("10.0.0.2")
-    limited.socket_closed(None, address, None)
-    limited.socket_closed(None, address, None)
-    assert limited.addresses == {}
+    # Each socket also counts among its transport's open sockets, until it closes.
+    assert opened[0] is opened[1] is telemetry.TRANSPORTS["registry-test"]
+    assert opened[0].sockets == 2
+    for counts in opened:
+        limited.socket_closed(None, address, None, counts)
+    assert limited.addresses == {} and opened[0].sockets == 0

@@ -171,13 +171,19 @@ class PrometheusMetrics:
         self._deliveries = 0
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # Counter and gauge changes wait here until the next flush (prometheus_client
-        # takes about a microsecond per call): one dict per metric, from a label value
-        # (or a tuple of them) to the change. The handlers on the connect and join path
-        # keep their metric's dict at hand, so counting is one dict update.
-        self._deltas: dict[Any, dict[Any, float]] = {}
-        self._n_connects = self._pending(self.connects)
-        self._n_joins = self._pending(self.joins)
-        self._n_joined = self._pending(self.channels_joined)
+        # takes about a microsecond per call): one dict per metric, from its label
+        # values to the change. The handlers on the connect and join path keep their
+        # metric's dict at hand, so counting is one dict update.
+        self._deltas: dict[Any, dict[tuple[str, ...], float]] = {
+            metric: {}
+            for metric in (
+                self.connects, self.channels_joined, self.joins, self.handle_in, self.limited,
+                self.engine_reconnects, self.engine_downtime, self.presence_entries,
+            )
+        }  # fmt: skip
+        self._n_connects = self._deltas[self.connects]
+        self._n_joins = self._deltas[self.joins]
+        self._n_joined = self._deltas[self.channels_joined]
         # Histogram observations by bucket (the last two: +Inf, then the sum).
         self._observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}
         self._handler_id = f"phoenix_channels.metrics.{id(self):x}"
@@ -230,13 +236,9 @@ class PrometheusMetrics:
             changes = list(pending.items())
             pending.clear()
             for labels, delta in changes:
-                if not delta:
-                    continue
-                if type(labels) is str:  # one label, kept bare
-                    child = self._child(metric, labels)
-                else:
+                if delta:
                     child = self._child(metric, *labels) if labels else metric
-                child.inc(delta)
+                    child.inc(delta)
         observed, self._observed = self._observed, {}
         for (metric, labels), counts in observed.items():
             _apply_histogram(self._child(metric, *labels), counts)
@@ -311,14 +313,8 @@ class PrometheusMetrics:
 
     # -- the handlers -------------------------------------------------------------------------
 
-    def _pending(self, metric: Any) -> dict[Any, float]:
-        """The dict where ``metric``'s changes wait for the next flush."""
-        return self._deltas.setdefault(metric, {})
-
-    def _add(self, metric: Any, labels: tuple[str, ...] | str, amount: float = 1) -> None:
-        pending = self._deltas.get(metric)
-        if pending is None:
-            pending = self._deltas[metric] = {}
+    def _add(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
+        pending = self._deltas[metric]
         pending[labels] = pending.get(labels, 0) + amount
 
     def _observe(self, metric: Any, labels: tuple[str, ...], value: float) -> None:
@@ -371,13 +367,12 @@ class PrometheusMetrics:
         pending = self._n_joins
         pending[labels] = pending.get(labels, 0) + 1
         if result == "ok":
-            joined = self._n_joined
-            joined[route] = joined.get(route, 0) + 1
+            joined, key = self._n_joined, (route,)
+            joined[key] = joined.get(key, 0) + 1
 
     def _on_leave(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        route = meta["route"] or "unmatched"
-        joined = self._n_joined
-        joined[route] = joined.get(route, 0) - 1
+        joined, key = self._n_joined, (meta["route"] or "unmatched",)
+        joined[key] = joined.get(key, 0) - 1
 
     def _on_handle_in(self, _: Any, m: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         route = meta["route"] or "unmatched"

@@ -127,7 +127,6 @@ class Publisher:
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise UsageError("timeout must be a positive number of seconds")
         self.timeout = float(timeout)
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -199,10 +198,6 @@ class Publisher:
     def _target_loop(self) -> asyncio.AbstractEventLoop:
         if self._closed:
             raise UsageError("this Publisher is closed")
-        if self._pid != os.getpid():  # forked without the hook (no os.register_at_fork)
-            with _FORK_LOCK:
-                if self._pid != os.getpid():
-                    self._after_fork()
         if self._unusable is not None:
             raise UsageError(self._unusable)
         loop = self._live_loop()
@@ -273,8 +268,8 @@ class Publisher:
     def _after_fork(self) -> None:
         # The parent's thread does not exist here and its sockets belong to the
         # parent: forget both (never close them from the child) and start afresh.
-        # Runs in the child before anything else does (see _reset_after_fork), so
-        # it must not raise: what cannot work is reported at the next publish.
+        # Runs in the child before any of its threads (see _reset_after_fork): what
+        # cannot work is reported at the next publish.
         self._lock = threading.Lock()
         self._loop = None
         self._thread = None
@@ -287,7 +282,6 @@ class Publisher:
                 "this Publisher's PubSub was started before the process forked; build the "
                 "Publisher from a URL (Publisher.redis(url)), which starts afresh in each child"
             )
-        self._pid = os.getpid()  # last: other threads see either the old state or the new
 
     def _follow_endpoint(self) -> None:
         """Give our own PubSub the endpoint's history routes (its own PubSub has them)."""
@@ -302,7 +296,7 @@ class Publisher:
             self._closed = True
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
-        if loop is None or thread is None or self._pid != os.getpid():
+        if loop is None or thread is None:  # none started (or forgotten after a fork)
             return
         stopping = asyncio.run_coroutine_threadsafe(self.pubsub.stop(), loop)
         try:
@@ -325,23 +319,18 @@ class Publisher:
 
 
 _LIVE: weakref.WeakSet[Publisher] = weakref.WeakSet()
-_FORK_LOCK = threading.Lock()
 
 
 def _reset_after_fork() -> None:
     """In a forked child, before any of its threads runs: every publisher starts afresh."""
-    global _FORK_LOCK
-    _FORK_LOCK = threading.Lock()
     for publisher in list(_LIVE):
-        if publisher._pid != os.getpid():
-            try:
-                publisher._after_fork()
-            except Exception as exc:  # a failing factory: say so at the next publish
-                publisher._unusable = f"this Publisher could not be rebuilt after fork: {exc!r}"
-                publisher._pid = os.getpid()
+        try:
+            publisher._after_fork()
+        except Exception as exc:  # a failing factory: say so at the next publish
+            publisher._unusable = f"this Publisher could not be rebuilt after fork: {exc!r}"
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # every system with os.fork
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 

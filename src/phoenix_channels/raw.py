@@ -34,7 +34,6 @@ from .telemetry import (
     NOT_COUNTED,
     SOCKET_CLOSE,
     SOCKET_OPEN,
-    counts_for,
     socket_closed,
     socket_opened,
 )
@@ -152,22 +151,22 @@ class RawSocket(Mailbox):
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self._state = _OPEN
-        counts = self._counts = counts_for(getattr(transport, "name", None))
-        counts.sockets += 1
         sid = self._id  # the bound method only when there is an id to subscribe
-        self.endpoint.registry.socket_opened(
-            sid, self._client, None if sid is None else self._on_id_message
+        self._counts = self.endpoint.registry.socket_opened(
+            sid,
+            self._client,
+            None if sid is None else self._on_id_message,
+            getattr(transport, "name", None),
         )
         if SOCKET_OPEN.on:
             socket_opened(self)
 
     def _unregister(self) -> None:
-        self._counts.sockets -= 1
-        self._counts = NOT_COUNTED
         address, self._client = self._client, None
+        counts, self._counts = self._counts, NOT_COUNTED
         sid = self._id
         self.endpoint.registry.socket_closed(
-            sid, address, None if sid is None else self._on_id_message
+            sid, address, None if sid is None else self._on_id_message, counts
         )
         if SOCKET_CLOSE.on:
             socket_closed(self)

@@ -5,10 +5,11 @@ transports and sockets report to it, and nobody else keeps these books:
 
 * transports: ``opened(conn)`` when a connection starts counting for the
   idle sweeper and the drain, ``closed(conn)`` when it is gone;
-* sockets: ``socket_opened(sid, address, on_id_message)`` when a socket goes
-  live (it is subscribed to its id, so a ``disconnect`` broadcast reaches it,
-  and counted against its peer address), ``socket_closed(...)`` with the same
-  values when it ends;
+* sockets: ``socket_opened(sid, address, on_id_message, transport)`` when a
+  socket goes live (it is subscribed to its id, so a ``disconnect`` broadcast
+  reaches it, counted against its peer address and among its transport's
+  open sockets, :data:`~phoenix_channels.telemetry.TRANSPORTS`),
+  ``socket_closed(...)`` with the same values when it ends;
 * long polling: ``session_opened(session)``, ``session_closed(session)``,
   ``session(id)``.
 
@@ -23,6 +24,8 @@ import asyncio
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
+
+from .telemetry import TransportCounts, counts_for
 
 __all__ = ["Connection", "ConnectionRegistry", "Session"]
 
@@ -86,21 +89,36 @@ class ConnectionRegistry:
         return limit is not None and address is not None and self.addresses.get(address, 0) >= limit
 
     def socket_opened(
-        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None] | None
-    ) -> None:
+        self,
+        sid: str | None,
+        address: str | None,
+        on_id_message: Callable[[Any], None] | None,
+        transport: str | None,
+    ) -> TransportCounts:
         """A socket went live: subscribe it to its id, count it against its address.
 
         ``on_id_message`` receives what is broadcast to ``sid`` (None when ``sid`` is None).
+        Returns the running totals of ``transport`` (named so), where the socket counts
+        its messages and which :meth:`socket_closed` takes back.
         """
+        counts = counts_for(transport)
+        counts.sockets += 1
         if sid is not None and on_id_message is not None:
             self._pubsub.subscribe(sid, on_id_message)
         if address is not None:
             self.addresses[address] = self.addresses.get(address, 0) + 1
+        return counts
 
     def socket_closed(
-        self, sid: str | None, address: str | None, on_id_message: Callable[[Any], None] | None
+        self,
+        sid: str | None,
+        address: str | None,
+        on_id_message: Callable[[Any], None] | None,
+        counts: TransportCounts,
     ) -> None:
-        """The other half of :meth:`socket_opened`, with the same values, once."""
+        """The other half of :meth:`socket_opened`, with the same values (and the totals
+        it returned), once."""
+        counts.sockets -= 1
         if sid is not None and on_id_message is not None:
             self._pubsub.unsubscribe(sid, on_id_message)
         if address is not None:

@@ -32,7 +32,6 @@ from .telemetry import (
     SOCKET_OPEN,
     SOCKET_RECEIVE,
     SOCKET_SEND,
-    counts_for,
     limit_hit,
     size_of,
     socket_closed,
@@ -195,11 +194,12 @@ class Socket:
         self._encoder = transport.encoder
         self._closed = False
         self._rate_start = time.monotonic()
-        counts = self._counts = counts_for(getattr(transport, "name", None))
-        counts.sockets += 1
         sid = self._id  # the bound method only when there is an id to subscribe
-        self.endpoint.registry.socket_opened(
-            sid, self._client, None if sid is None else self._on_id_message
+        self._counts = self.endpoint.registry.socket_opened(
+            sid,
+            self._client,
+            None if sid is None else self._on_id_message,
+            getattr(transport, "name", None),
         )
         if SOCKET_OPEN.on:
             socket_opened(self)
@@ -265,12 +265,11 @@ class Socket:
             return
         self._closed = True
         self.transport = None
-        self._counts.sockets -= 1
-        self._counts = NOT_COUNTED
         address, self._client = self._client, None
+        counts, self._counts = self._counts, NOT_COUNTED
         sid = self._id
         self.endpoint.registry.socket_closed(
-            sid, address, None if sid is None else self._on_id_message
+            sid, address, None if sid is None else self._on_id_message, counts
         )
         if SOCKET_CLOSE.on:
             socket_closed(self)

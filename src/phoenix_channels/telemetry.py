@@ -274,10 +274,9 @@ def route_of(socket_cls: type, topic: str) -> str | None:
     cache = _route_cache.get(socket_cls)
     if cache is None:
         cache = _route_cache[socket_cls] = {}
-    else:
-        route = cache.get(topic)
-        if route is not None:
-            return route
+    route = cache.get(topic)
+    if route is not None:
+        return route
     patterns: Iterable[str] = getattr(socket_cls, "channels", {})
     for pattern in patterns:
         if topic == pattern or (pattern.endswith("*") and topic.startswith(pattern[:-1])):
@@ -338,19 +337,10 @@ def _channel_meta(channel: Any) -> dict[str, Any]:
 def join_done(channel: Any, msg: Any, result: str, start: float) -> None:
     """Emit ``channel.join`` for a finished join (and, later, ``channel.leave``)."""
     end = now()
-    sock = channel.socket
-    topic = channel.topic
-    CHANNEL_JOIN.emit(
-        {"duration": end - start},
-        {
-            "socket": sock,
-            "channel": channel,
-            "topic": topic,
-            "route": route_of(type(sock), topic),
-            "result": result,
-            "params": msg.payload,
-        },
-    )
+    meta = _channel_meta(channel)
+    meta["result"] = result
+    meta["params"] = msg.payload
+    CHANNEL_JOIN.emit({"duration": end - start}, meta)
     if result == "ok" and CHANNEL_LEAVE.on:
         channel._telemetry_joined_at = end  # a slot: no dict, no callback per channel
 
@@ -446,8 +436,7 @@ def broadcast_done(
     """
     if skipped is not None:
         subscribers -= 1
-        kind = (skipped[2], skipped[3])
-        kinds[kind] = kinds.get(kind, 1) - 1
+        kinds[skipped[2], skipped[3]] -= 1  # counted with the others, from the same dict
     event = message.event
     per_encoder: dict[Any, int] = {}
     for (encoder, intercepts), count in kinds.items():

@@ -6,18 +6,17 @@ run against it with the official client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.pubsub.engines import free_port
+from tests.apps.support import Server, server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "first-app.md"
@@ -55,46 +54,27 @@ def test_its_tests_pass_with_the_settings_it_gives(project: Path) -> None:
     assert "3 passed" in out, out
 
 
-def serve(project: Path, app: str, port: int) -> subprocess.Popen[str]:
-    """``phoenix-channels serve app`` from the project's folder, once it accepts connections."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "phoenix_channels", "serve", app, "--port", str(port),
-         "--app-dir", str(project), "--log-level", "warning"],
-        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if server.poll() is not None:
-                pytest.fail(f"the app did not start:\n{server.stdout.read()}")  # type: ignore[union-attr]
-            if time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("the app did not start within 30 s")
-            time.sleep(0.1)
+def serving(project: Path, app: str) -> contextlib.AbstractAsyncContextManager[Server]:
+    """``phoenix-channels serve app`` from the project's folder (stopped after the block)."""
+    args = [sys.executable, "-m", "phoenix_channels", "serve", app, "--port", "{port}",
+            "--app-dir", str(project), "--log-level", "warning"]  # fmt: skip
+    return server(args, project, env=env(), cwd=ROOT)
 
 
-def test_the_node_snippet_talks_to_the_served_app(project: Path) -> None:
+async def test_the_node_snippet_talks_to_the_served_app(project: Path) -> None:
     if not (NODE_MODULES / "phoenix").is_dir() or not (NODE_MODULES / "ws").is_dir():
         pytest.skip("the npm packages are not installed (make bootstrap)")
     (project / "node_modules").symlink_to(NODE_MODULES)
-    port = free_port()
-    server = serve(project, "chat:endpoint", port)
-    try:
-        node = subprocess.run(
-            ["node", "client.mjs"],
-            cwd=project, env={**env(), "CHAT_URL": f"http://127.0.0.1:{port}"},
+    async with serving(project, "chat:endpoint") as srv:
+        node = await asyncio.to_thread(
+            subprocess.run, ["node", "client.mjs"],
+            cwd=project, env={**env(), "CHAT_URL": f"http://127.0.0.1:{srv.port}"},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        out = node.stdout + node.stderr
-        assert node.returncode == 0, out
-        assert "online: node-bot" in out, out
-        assert "node-bot: hello from Node" in out, out
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    out = node.stdout + node.stderr
+    assert node.returncode == 0, out
+    assert "online: node-bot" in out, out
+    assert "node-bot: hello from Node" in out, out
 
 
 # What the page asks the reader to add: a Route("/") serving a page with the snippet.
@@ -140,31 +120,28 @@ async def test_the_browser_snippet_in_a_page_the_app_serves(project: Path) -> No
     (project / "browser.js").write_text(block("js", 'import { Socket, Presence } from "phoenix";'))
     (project / "page.py").write_text(PAGE_APP)
     shutil.copy(NODE_MODULES / "phoenix" / "priv" / "static" / "phoenix.mjs", project)
-    port = free_port()
-    server = await asyncio.to_thread(serve, project, "page:endpoint", port)
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
-            try:
-                page = await browser.new_page()
-                lines: list[str] = []
-                page.on("console", lambda message: lines.append(message.text))
-                page.on("pageerror", lambda error: lines.append(f"page error: {error}"))
-                # localhost, as the page says: the endpoint's default host.
-                await page.goto(f"http://localhost:{port}/")
-                expected = {"online: ana", "ana: hi all"}
+    lines: list[str] = []
+    errors: list[str] = []
+    async with serving(project, "page:endpoint") as srv, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = await browser.new_page()
+            page.on("console", lambda message: lines.append(message.text))
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            # localhost, as the page says: the endpoint's default host.
+            await page.goto(f"http://localhost:{srv.port}/")
+            expected = {"online: ana", "ana: hi all"}
+            with contextlib.suppress(TimeoutError):  # the asserts below tell what was seen
                 async with asyncio.timeout(20):
-                    while not expected <= set(lines):
+                    while not expected <= set(lines) and not errors:
                         await asyncio.sleep(0.05)
-                assert not [line for line in lines if line.startswith("page error")], lines
-            finally:
-                await browser.close()
-    finally:
-        server.terminate()
-        await asyncio.to_thread(server.wait, 30)
+        finally:
+            await browser.close()
+    assert not errors, errors
+    assert expected <= set(lines), lines
 
 
 def test_the_readme_links_it() -> None:

@@ -62,12 +62,12 @@ from .sequencer import Sequencer
 __all__ = ["NatsHistory"]
 
 _WRONG_LAST = 10071  # JetStream: wrong last sequence
+_RETRIES = 20
+_NO_STREAM = 10059  # JetStream: stream not found
 
 # A topic's kept history as one read found it: (epoch, top offset, first kept offset,
 # [(epoch, offset, broadcast)...]). Shared by the readers of that read: never mutated.
 _Snapshot = tuple[str, int, int, list[tuple[str, int, Broadcast]]]
-_RETRIES = 20
-_NO_STREAM = 10059  # JetStream: stream not found
 
 
 class NatsHistory:
